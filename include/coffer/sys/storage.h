@@ -1,0 +1,104 @@
+/*
+ * storage.h - the storage driver interface (extension API). A driver stores opaque, immutable
+ * objects under slash-separated names ("data/3f/3fa1...", "snapshots/9c..."); it knows nothing
+ * of packs, keys or compression. Drivers are selected by URL through the registry.
+ */
+#ifndef COFFER_SYS_STORAGE_H
+#define COFFER_SYS_STORAGE_H
+
+#include "coffer/common.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CF_STORAGE_OPS_VERSION 1
+
+/* Feature flags a driver announces. */
+enum {
+    CF_STORAGE_FEAT_EXCLUSIVE_PUT = 1u << 0, /* put with CF_PUT_EXCLUSIVE is atomic */
+    CF_STORAGE_FEAT_SERVER_COPY = 1u << 1,
+    CF_STORAGE_FEAT_STORAGE_CLASS = 1u << 2,
+    CF_STORAGE_FEAT_OBJECT_LOCK = 1u << 3,
+};
+
+/* Flags for put. */
+enum {
+    CF_PUT_EXCLUSIVE = 1u << 0, /* fail with CF_EEXISTS if the object exists */
+};
+
+/* Flags for open. */
+enum {
+    CF_STORAGE_CREATE = 1u << 0, /* create the location (directory, bucket) if missing */
+};
+
+typedef int (*cf_storage_list_cb)(const char *name, uint64_t size, void *payload);
+
+/*
+ * A driver. Every function returns 0 or a negative CF_E* code with cf_error_set() called:
+ * CF_ENOTFOUND for a missing object, CF_ERETRYABLE for faults worth retrying, CF_EAUTH for
+ * credentials refused, CF_ENOSPACE for a full device, other codes for permanent faults.
+ * Messages name the object and never contain credentials.
+ */
+typedef struct cf_storage_ops {
+    unsigned version; /* CF_STORAGE_OPS_VERSION */
+    const char *scheme;
+    unsigned features;
+    /* Store len bytes under name atomically: readers see the whole object or none. Durable
+     * when it returns 0 (local: written, fsynced, renamed, directory fsynced). */
+    int (*put)(void *self, const char *name, const void *data, size_t len, unsigned flags);
+    /* Read length bytes from offset (length 0: to the end). *out is malloc'd and owned by the
+     * caller. Reading past the end returns CF_ECORRUPT naming the object. */
+    int (*get)(void *self, const char *name, uint64_t offset, uint64_t length, uint8_t **out,
+               size_t *out_len);
+    int (*stat)(void *self, const char *name, uint64_t *out_size);
+    /* Call cb for every object whose name starts with prefix (a folder such as "data/" is
+     * listed recursively). Names are full names relative to the root. A non-zero return from
+     * cb stops the listing and is returned. Order is unspecified. */
+    int (*list)(void *self, const char *prefix, cf_storage_list_cb cb, void *payload);
+    /* Remove an object; CF_ENOTFOUND if it does not exist. */
+    int (*remove)(void *self, const char *name);
+    /* Bytes free at the location, or CF_EUNSUPPORTED. May be NULL. */
+    int (*space)(void *self, uint64_t *out_free);
+    void (*close)(void *self);
+} cf_storage_ops;
+
+/* An open storage location: a driver and its state. */
+typedef struct cf_storage cf_storage;
+
+/*
+ * Open a location by URL: "/path" or "local:/path" (local disk), "mem:NAME" (in-process, for
+ * tests). With CF_STORAGE_CREATE the location is created if missing; without it a missing
+ * location is CF_ENOREPO. *out is closed with cf_storage_close.
+ */
+int cf_storage_open(cf_storage **out, const char *url, unsigned flags);
+/* Wrap an already-created driver instance (for decorators and tests). Takes ownership of self. */
+int cf_storage_wrap(cf_storage **out, const cf_storage_ops *ops, void *self, const char *display);
+void cf_storage_close(cf_storage *st);
+
+/* The location as shown to users, credentials removed. Borrowed. */
+const char *cf_storage_display(const cf_storage *st);
+unsigned cf_storage_features(const cf_storage *st);
+
+int cf_storage_put(cf_storage *st, const char *name, const void *data, size_t len, unsigned flags);
+int cf_storage_get(cf_storage *st, const char *name, uint64_t offset, uint64_t length,
+                   uint8_t **out, size_t *out_len);
+int cf_storage_stat(cf_storage *st, const char *name, uint64_t *out_size);
+int cf_storage_list(cf_storage *st, const char *prefix, cf_storage_list_cb cb, void *payload);
+int cf_storage_remove(cf_storage *st, const char *name);
+int cf_storage_space(cf_storage *st, uint64_t *out_free);
+
+/* Drivers built in. */
+extern const cf_storage_ops cf_storage_local_ops;
+extern const cf_storage_ops cf_storage_mem_ops;
+/* Constructors used by the registry. */
+int cf_storage_local_new(void **out_self, const char *path, unsigned flags);
+int cf_storage_mem_new(void **out_self, const char *name, unsigned flags);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
