@@ -54,6 +54,15 @@ int cf_error_exit_code(int code);
 /* Map an errno to the closest error code (ENOENT -> NOTFOUND, ENOSPC -> NOSPACE, ...). */
 int cf_error_from_errno(int err);
 
+/* ---- time ---- */
+int64_t cf_now_ns(void);            /* CLOCK_REALTIME in ns */
+double cf_mono_seconds(void);       /* CLOCK_MONOTONIC */
+/* Format a unix time in ns as RFC 3339 UTC with nanoseconds: 2026-01-02T03:04:05.123456789Z */
+void cf_time_format(char out[40], int64_t ns);
+/* Parse RFC 3339 (with Z or +hh:mm offset, optional fraction) or "YYYY-MM-DD[ HH:MM[:SS]]"
+ * (local time). Returns 0 or CF_EINVAL. */
+int cf_time_parse(int64_t *out_ns, const char *s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -91,12 +91,30 @@ int cf_storage_list(cf_storage *st, const char *prefix, cf_storage_list_cb cb, v
 int cf_storage_remove(cf_storage *st, const char *name);
 int cf_storage_space(cf_storage *st, uint64_t *out_free);
 
+/* Object names: at most this many bytes. Valid names are non-empty, slash-separated, do not
+ * start or end with '/', and contain no "..", "//", "." component, or component starting
+ * with ".tmp-" (reserved for drivers' temporary files). The wrappers below return CF_EINVAL
+ * for anything else, so drivers only ever see valid names. */
+#define CF_STORAGE_NAME_MAX 1024
+/* The most one get may return; larger reads are CF_EINVAL (read large objects in ranges). */
+#define CF_STORAGE_GET_MAX ((uint64_t)1 << 30)
+
 /* Drivers built in. */
 extern const cf_storage_ops cf_storage_local_ops;
 extern const cf_storage_ops cf_storage_mem_ops;
 /* Constructors used by the registry. */
 int cf_storage_local_new(void **out_self, const char *path, unsigned flags);
 int cf_storage_mem_new(void **out_self, const char *name, unsigned flags);
+
+/* ---- testing (mem driver only) ---- */
+/* Make every every_n-th call of op ("put", "get", "list", "remove", "stat") on the mem store
+ * named store (without "mem:") fail with code (a negative CF_E*) before doing anything;
+ * every_n 0 disables injection for that op. Resets the op's call counter. Returns 0,
+ * CF_ENOREPO if the store does not exist, or CF_EINVAL. */
+int cf_storage_mem_inject(const char *store, const char *op, int every_n, int code);
+/* Drop every mem store and its objects. Handles still open on a dropped store return
+ * CF_ENOREPO from every call; close them as usual. */
+void cf_storage_mem_reset(void);
 
 #ifdef __cplusplus
 }

@@ -55,6 +55,14 @@ int cf_aead_seal(uint8_t *out, const uint8_t key[CF_KEY_LEN], const void *aad, s
                  const void *pt, size_t pt_len);
 
 /*
+ * cf_aead_seal with a caller-chosen nonce, for known-answer tests only: a nonce must never be
+ * used twice with the same key. Same output layout and return codes as cf_aead_seal.
+ */
+int cf_aead_seal_nonce(uint8_t *out, const uint8_t key[CF_KEY_LEN],
+                       const uint8_t nonce[CF_NONCE_LEN], const void *aad, size_t aad_len,
+                       const void *pt, size_t pt_len);
+
+/*
  * AES-256-GCM open of nonce || ciphertext || tag (ct_len >= CF_SEAL_OVERHEAD). Writes
  * ct_len - CF_SEAL_OVERHEAD bytes of plaintext to out. Returns 0, or CF_EAUTH when the tag
  * does not verify (wrong key, or the bytes or aad were altered), or CF_ECORRUPT when ct_len

@@ -145,7 +145,7 @@ uint8_t cf_rd_u8(cf_rd *r)
 uint16_t cf_rd_u16(cf_rd *r)
 {
     const uint8_t *p = cf_rd_bytes(r, 2);
-    return p ? (uint16_t)(p[0] | p[1] << 8) : 0;
+    return p ? (uint16_t)(p[0] | p[1] << 8) : (uint16_t)0;
 }
 
 uint32_t cf_rd_u32(cf_rd *r)

@@ -1,0 +1,246 @@
+/*
+ * coffer.h - the public API of libcoffer: open a repository, back up, restore, check, list.
+ * The coffer command and the daemon call only what is declared here.
+ *
+ * Ownership: objects returned through `**out` belong to the caller and are freed with their
+ * type's _free/_close function; `const` pointers returned by accessors are borrowed for the
+ * lifetime of their parent. Every fallible function returns 0 or a negative CF_E* code, with
+ * details in cf_error_last().
+ */
+#ifndef COFFER_H
+#define COFFER_H
+
+#include "coffer/common.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cf_repo cf_repo;
+
+/* ---------------------------------------------------------------- repository */
+
+typedef struct {
+    uint32_t chunk_min, chunk_avg, chunk_max; /* 0: defaults 512 KiB / 1 MiB / 8 MiB */
+    uint32_t pack_size;                       /* 0: default 16 MiB */
+    int compression_level;                    /* -1: default (zstd 3); 0: no compression */
+    uint32_t kdf_log_n;                       /* 0: default scrypt N = 2^15 */
+} cf_init_opts;
+
+/* Create a repository at url protected by password. Fails with CF_EEXISTS if one is there. */
+int cf_repo_init(const char *url, const char *password, const cf_init_opts *opts);
+
+/* Open a repository. CF_ENOREPO if there is none at url, CF_EAUTH if no key slot opens with
+ * password, CF_ECORRUPT if its config is damaged. *out is closed with cf_repo_close. */
+int cf_repo_open(cf_repo **out, const char *url, const char *password);
+void cf_repo_close(cf_repo *repo);
+const char *cf_repo_display(const cf_repo *repo);
+
+/* Non-fatal problems found while opening (damaged index files skipped, ...): count and text. */
+size_t cf_repo_warning_count(const cf_repo *repo);
+const char *cf_repo_warning(const cf_repo *repo, size_t i);
+
+/* ---------------------------------------------------------------- locks */
+
+typedef enum { CF_LOCK_SHARED = 0, CF_LOCK_EXCLUSIVE = 1 } cf_lock_mode;
+/* Take a lock on the repository for the lifetime of the handle (released by cf_repo_unlock or
+ * cf_repo_close). CF_ELOCKED names the holder when a conflicting, live lock exists. */
+int cf_repo_lock(cf_repo *repo, cf_lock_mode mode);
+int cf_repo_unlock(cf_repo *repo);
+/* Remove stale locks (dead process on this host, or not refreshed for 30 minutes); with all,
+ * remove every lock. *out_removed counts them. */
+int cf_repo_unlock_stale(cf_repo *repo, bool all, size_t *out_removed);
+
+/* ---------------------------------------------------------------- snapshots */
+
+typedef enum {
+    CF_BACKUP_INCREMENTAL = 0,
+    CF_BACKUP_DIFFERENTIAL = 1,
+    CF_BACKUP_FULL = 2,
+} cf_backup_type;
+
+typedef struct {
+    uint64_t files_new, files_changed, files_unchanged;
+    uint64_t dirs, others;
+    uint64_t bytes_total;    /* size of all files in the snapshot */
+    uint64_t bytes_read;     /* bytes actually read from the source */
+    uint64_t bytes_added;    /* bytes added to the repository after dedup and compression */
+    uint64_t blobs_added;
+    uint64_t errors;         /* files that could not be read */
+    double seconds;
+} cf_backup_stats;
+
+typedef struct cf_snapshot cf_snapshot;
+
+/* Accessors; strings borrowed from the snapshot. */
+const char *cf_snapshot_id(const cf_snapshot *s);   /* 64 hex chars */
+int64_t cf_snapshot_time(const cf_snapshot *s);     /* unix ns */
+const char *cf_snapshot_host(const cf_snapshot *s);
+const char *cf_snapshot_username(const cf_snapshot *s);
+size_t cf_snapshot_path_count(const cf_snapshot *s);
+const char *cf_snapshot_path(const cf_snapshot *s, size_t i);
+size_t cf_snapshot_tag_count(const cf_snapshot *s);
+const char *cf_snapshot_tag(const cf_snapshot *s, size_t i);
+cf_backup_type cf_snapshot_type(const cf_snapshot *s);
+const char *cf_snapshot_parent(const cf_snapshot *s); /* NULL when none */
+const char *cf_snapshot_tree(const cf_snapshot *s);
+const char *cf_snapshot_source_kind(const cf_snapshot *s); /* "files", "stdin" */
+const cf_backup_stats *cf_snapshot_stats(const cf_snapshot *s);
+/* The snapshot document as JSON text (malloc'd). */
+char *cf_snapshot_to_json(const cf_snapshot *s);
+void cf_snapshot_free(cf_snapshot *s);
+
+typedef struct {
+    const char *host;          /* NULL: any */
+    const char *const *tags;   /* all must be present; NULL-terminated, may be NULL */
+    const char *const *paths;  /* snapshot's paths must include all; NULL-terminated */
+} cf_snapshot_filter;
+
+/* All snapshots matching filter, oldest first. *out is an array of *out_count snapshots,
+ * freed with cf_snapshot_list_free. Unreadable snapshot documents are reported as repo
+ * warnings and skipped. */
+int cf_snapshot_list(cf_snapshot ***out, size_t *out_count, cf_repo *repo,
+                     const cf_snapshot_filter *filter);
+void cf_snapshot_list_free(cf_snapshot **list, size_t count);
+
+/* Resolve "latest", a full id or an unambiguous prefix (at least 4 hex chars) to a snapshot.
+ * filter applies to "latest". CF_ENOTFOUND or CF_EINVAL (ambiguous) otherwise. */
+int cf_snapshot_find(cf_snapshot **out, cf_repo *repo, const char *spec,
+                     const cf_snapshot_filter *filter);
+
+/* ---------------------------------------------------------------- backup */
+
+typedef struct {
+    uint64_t files_done, bytes_done;  /* processed so far */
+    uint64_t files_total, bytes_total; /* estimate from the scan; 0 if unknown */
+    const char *current;               /* path being read; borrowed, may be NULL */
+} cf_progress;
+
+typedef void (*cf_progress_cb)(const cf_progress *p, void *payload);
+/* Called for each file or directory that could not be read (the backup goes on). */
+typedef void (*cf_backup_error_cb)(const char *path, const char *message, void *payload);
+
+typedef struct {
+    cf_backup_type type;
+    const char *const *paths;       /* NULL-terminated; ignored with stdin_name */
+    const char *const *tags;        /* NULL-terminated, may be NULL */
+    const char *host;               /* NULL: this machine's hostname */
+    const char *const *excludes;    /* glob patterns (fnmatch), NULL-terminated */
+    bool one_file_system;
+    const char *stdin_name;         /* non-NULL: back up stdin_fd as one file of this name */
+    int stdin_fd;
+    const char *source_kind;        /* NULL: "files" or "stdin" */
+    const char *parent;             /* explicit parent snapshot spec, or NULL */
+    int64_t time_ns;                /* 0: now */
+    cf_progress_cb progress;
+    cf_backup_error_cb on_error;
+    void *payload;
+    double progress_interval;       /* seconds between progress calls; 0: 1 s */
+} cf_backup_opts;
+
+/* Back up, publish the snapshot last, and return its id (65 bytes incl. NUL) and stats.
+ * Returns 0, or CF_EPARTIAL when the snapshot was written but some files could not be read,
+ * or another error when nothing was published. Takes a shared lock. */
+int cf_backup(cf_repo *repo, const cf_backup_opts *opts, char out_id[65], cf_backup_stats *out_stats);
+
+/* ---------------------------------------------------------------- restore */
+
+typedef struct {
+    const char *target;             /* directory; created if missing */
+    const char *subpath;            /* restore only this path inside the snapshot; NULL: all */
+    const char *const *includes;    /* glob patterns; NULL: everything */
+    const char *const *excludes;
+    bool overwrite;                 /* allow a non-empty target, replace existing files */
+    bool verify;                    /* re-read what was written and compare with the ids */
+    bool no_owner;                  /* do not restore owners even as root */
+    cf_progress_cb progress;
+    cf_backup_error_cb on_error;
+    void *payload;
+} cf_restore_opts;
+
+typedef struct {
+    uint64_t files, dirs, others, bytes;
+    uint64_t errors;
+    uint64_t verified;
+    double seconds;
+} cf_restore_stats;
+
+/* Restore a snapshot. CF_EPARTIAL when some files could not be restored (reported through
+ * on_error), the rest being restored. */
+int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *opts,
+               cf_restore_stats *out_stats);
+
+/* Write the contents of one file of a snapshot to fd. */
+int cf_dump(cf_repo *repo, const cf_snapshot *snap, const char *path, int fd);
+
+/* ---------------------------------------------------------------- browse */
+
+typedef enum {
+    CF_NODE_FILE = 1,
+    CF_NODE_DIR = 2,
+    CF_NODE_SYMLINK = 3,
+    CF_NODE_FIFO = 4,
+    CF_NODE_CHARDEV = 5,
+    CF_NODE_BLOCKDEV = 6,
+    CF_NODE_SOCKET = 7,
+} cf_node_type;
+
+typedef struct {
+    const char *path;      /* full path within the snapshot, '/'-separated, starts with '/' */
+    cf_node_type type;
+    uint32_t mode, uid, gid;
+    uint64_t size;
+    int64_t mtime_ns;
+    const char *link_target; /* symlinks, else NULL */
+} cf_entry;
+
+/* Return non-zero from the callback to stop the walk (that value is returned). */
+typedef int (*cf_walk_cb)(const cf_entry *e, void *payload);
+
+/* Walk the snapshot's tree depth-first in name order, starting at path (NULL or "/": all). */
+int cf_walk(cf_repo *repo, const cf_snapshot *snap, const char *path, bool recursive,
+            cf_walk_cb cb, void *payload);
+
+/* ---------------------------------------------------------------- check */
+
+typedef struct {
+    bool read_data;
+    uint32_t read_data_percent;     /* 0 or 100: all when read_data; 1..99: a random subset */
+    cf_backup_error_cb on_problem;  /* each problem, one line */
+    void *payload;
+} cf_check_opts;
+
+typedef struct {
+    uint64_t snapshots, trees, blobs, packs, packs_read;
+    uint64_t problems;
+    uint64_t damaged_packs, missing_packs, missing_blobs, damaged_indexes, damaged_snapshots;
+} cf_check_stats;
+
+/* Check the repository. 0 when no problems were found, CF_ECORRUPT otherwise (every problem
+ * reported through on_problem: the damaged object, and the snapshots and files affected). */
+int cf_check(cf_repo *repo, const cf_check_opts *opts, cf_check_stats *out_stats);
+
+/* ---------------------------------------------------------------- stats and debugging */
+
+typedef struct {
+    uint64_t snapshots, packs, blobs, data_blobs, tree_blobs;
+    uint64_t stored_bytes;      /* sum of pack sizes */
+    uint64_t raw_bytes;         /* sum of blob plaintext sizes */
+    uint64_t index_files;
+    uint64_t restore_size;      /* sum of file sizes over all snapshots */
+} cf_repo_stats;
+
+int cf_repo_stats_get(cf_repo *repo, cf_repo_stats *out);
+
+/* Debugging: return a JSON description of "config", "snapshot ID", "index ID", "pack ID",
+ * "tree ID", "key ID", "keys", "blob ID" (malloc'd text). Never prints key material. */
+int cf_repo_cat(char **out, cf_repo *repo, const char *what, const char *id);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

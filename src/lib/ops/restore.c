@@ -1,0 +1,600 @@
+/*
+ * restore.c - the restore verb: recreate a snapshot's tree under a target directory through
+ * directory file descriptors (never following a symlink out of the target), write file
+ * contents at their offsets leaving holes sparse, and apply metadata, directories last.
+ * Also dump (one file to a descriptor).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include "ops/ops.h"
+
+typedef struct {
+    uint64_t dev, inode;
+    char *rel; /* path relative to the target root */
+} link_rec;
+
+typedef struct {
+    cf_repo *r;
+    const cf_restore_opts *o;
+    cf_restore_stats st;
+    int rootfd;
+    bool root;
+    cf_buf blob;
+    link_rec *links;
+    size_t nlinks, links_cap;
+    cf_progress prog;
+    double last_progress;
+    int fatal;
+} rctx;
+
+static void rreport(rctx *c, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void rreport(rctx *c, const char *path, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    c->st.errors++;
+    if (c->o->on_error)
+        c->o->on_error(path, msg, c->o->payload);
+}
+
+static void rprogress(rctx *c, const char *path)
+{
+    if (!c->o->progress)
+        return;
+    double now = cf_mono_seconds();
+    if (now - c->last_progress < 1.0)
+        return;
+    c->last_progress = now;
+    c->prog.current = path;
+    c->o->progress(&c->prog, c->o->payload);
+}
+
+static struct timespec to_ts(int64_t ns)
+{
+    struct timespec t;
+    t.tv_sec = (time_t)(ns / 1000000000LL);
+    t.tv_nsec = (long)(ns % 1000000000LL);
+    if (t.tv_nsec < 0) {
+        t.tv_nsec += 1000000000L;
+        t.tv_sec--;
+    }
+    return t;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+    static const uint8_t zero[4096];
+    while (n >= sizeof(zero)) {
+        if (memcmp(p, zero, sizeof(zero)) != 0)
+            return false;
+        p += sizeof(zero);
+        n -= sizeof(zero);
+    }
+    return memcmp(p, zero, n) == 0;
+}
+
+/* Is path selected by the include/exclude patterns? */
+static bool selected(const rctx *c, const char *path)
+{
+    if (cf_ops__match_any(c->o->excludes, path))
+        return false;
+    if (!c->o->includes || !c->o->includes[0])
+        return true;
+    return cf_ops__match_any(c->o->includes, path);
+}
+
+static void apply_xattrs_fd(rctx *c, int fd, const cf_node *n, const char *path)
+{
+    for (uint16_t i = 0; i < n->nxattrs; i++) {
+        if (fsetxattr(fd, n->xattrs[i].name, n->xattrs[i].value, n->xattrs[i].value_len, 0) != 0 &&
+            errno != ENOTSUP && !(errno == EPERM && !c->root))
+            rreport(c, path, "unable to set extended attribute '%s': %s", n->xattrs[i].name,
+                    strerror(errno));
+    }
+}
+
+static void apply_meta_fd(rctx *c, int fd, const cf_node *n, const char *path)
+{
+    if (c->root && !c->o->no_owner && fchown(fd, n->uid, n->gid) != 0)
+        rreport(c, path, "unable to set owner: %s", strerror(errno));
+    if (fchmod(fd, (mode_t)n->mode & 07777) != 0)
+        rreport(c, path, "unable to set mode: %s", strerror(errno));
+    apply_xattrs_fd(c, fd, n, path);
+    struct timespec ts[2] = {to_ts(n->atime ? n->atime : n->mtime), to_ts(n->mtime)};
+    if (futimens(fd, ts) != 0)
+        rreport(c, path, "unable to set times: %s", strerror(errno));
+}
+
+/* Make room for name in dirfd when overwriting; fail when it exists otherwise. */
+static int clear_slot(rctx *c, int dirfd, const char *name, const char *path, bool want_dir)
+{
+    struct stat st;
+    if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+        return 0;
+    if (want_dir && S_ISDIR(st.st_mode))
+        return 0;
+    if (!c->o->overwrite) {
+        rreport(c, path, "already exists (use --overwrite to replace it)");
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        rreport(c, path, "a directory is in the way of a file");
+        return -1;
+    }
+    if (unlinkat(dirfd, name, 0) != 0) {
+        rreport(c, path, "unable to replace: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int verify_file(rctx *c, int fd, const cf_node *n, const char *path)
+{
+    uint64_t off = 0;
+    cf_buf b;
+    cf_buf_init(&b, 0);
+    int bad = 0;
+    for (uint32_t i = 0; i < n->ncontent && !bad; i++) {
+        const cf_content_item *it = &n->content[i];
+        cf_buf_reset(&b);
+        if (cf_buf_reserve(&b, (size_t)it->len + 1)) {
+            bad = 1;
+            break;
+        }
+        ssize_t k = pread(fd, b.data, (size_t)it->len, (off_t)off);
+        if (k != (ssize_t)it->len) {
+            bad = 1;
+            break;
+        }
+        if (it->kind == 1) {
+            bad = !all_zero(b.data, (size_t)it->len);
+        } else {
+            cf_id id;
+            cf_repo__blob_id(c->r, &id, b.data, (size_t)it->len);
+            bad = !cf_id_eq(&id, &it->id);
+        }
+        off += it->len;
+    }
+    cf_buf_free(&b);
+    if (bad) {
+        rreport(c, path, "verification failed: the restored content differs from the snapshot");
+        return -1;
+    }
+    c->st.verified++;
+    return 0;
+}
+
+static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, const char *path)
+{
+    int rc = 0;
+    if (clear_slot(c, dirfd, n->name, path, false))
+        return 0;
+    /* hard links: a second name for an inode already restored */
+    if (n->nlink > 1) {
+        for (size_t i = 0; i < c->nlinks; i++) {
+            if (c->links[i].dev == n->dev && c->links[i].inode == n->inode) {
+                if (linkat(c->rootfd, c->links[i].rel, dirfd, n->name, 0) == 0) {
+                    c->st.files++;
+                    return 0;
+                }
+                break; /* fall back to writing a copy */
+            }
+        }
+    }
+    int fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rreport(c, path, "unable to create: %s", strerror(errno));
+        return 0;
+    }
+    uint64_t off = 0;
+    bool failed = false;
+    for (uint32_t i = 0; i < n->ncontent && !failed; i++) {
+        const cf_content_item *it = &n->content[i];
+        if (it->kind == 1) {
+            off += it->len;
+            continue;
+        }
+        cf_buf_reset(&c->blob);
+        rc = cf_repo__read_blob(&c->blob, c->r, &it->id, CF_BLOB_DATA);
+        if (rc == CF_ENOMEM || rc == CF_ERETRYABLE) {
+            c->fatal = rc;
+            failed = true;
+            break;
+        }
+        if (rc) {
+            rreport(c, path, "%s", cf_error_last()->message);
+            failed = true;
+            break;
+        }
+        if (c->blob.len != it->len) {
+            rreport(c, path, "blob length %zu differs from the tree's %llu", c->blob.len,
+                    (unsigned long long)it->len);
+            failed = true;
+            break;
+        }
+        if (!(c->blob.len >= 4096 && all_zero(c->blob.data, c->blob.len))) {
+            size_t done = 0;
+            while (done < c->blob.len) {
+                ssize_t k = pwrite(fd, c->blob.data + done, c->blob.len - done, (off_t)(off + done));
+                if (k < 0 && errno == EINTR)
+                    continue;
+                if (k < 0) {
+                    rreport(c, path, "unable to write: %s", strerror(errno));
+                    if (errno == ENOSPC || errno == EDQUOT) {
+                        c->fatal = cf_error_set(CF_ENOSPACE, errno, "unable to write '%s': %s",
+                                                path, strerror(errno));
+                    }
+                    failed = true;
+                    break;
+                }
+                done += (size_t)k;
+            }
+        }
+        off += it->len;
+        c->st.bytes += it->len;
+        c->prog.bytes_done += it->len;
+        rprogress(c, path);
+    }
+    if (!failed && ftruncate(fd, (off_t)off) != 0) {
+        rreport(c, path, "unable to set size: %s", strerror(errno));
+        failed = true;
+    }
+    if (!failed && c->o->verify && verify_file(c, fd, n, path))
+        failed = true;
+    if (failed) {
+        close(fd);
+        unlinkat(dirfd, n->name, 0); /* never leave a file that looks complete but is not */
+        return 0;
+    }
+    apply_meta_fd(c, fd, n, path);
+    close(fd);
+    c->st.files++;
+    c->prog.files_done++;
+    if (n->nlink > 1) {
+        if (c->nlinks == c->links_cap) {
+            size_t ncap = c->links_cap ? c->links_cap * 2 : 16;
+            link_rec *p = cf_realloc(c->links, ncap * sizeof(*p));
+            if (!p)
+                return CF_ENOMEM;
+            c->links = p;
+            c->links_cap = ncap;
+        }
+        if (!(c->links[c->nlinks].rel = cf_strdup(rel)))
+            return CF_ENOMEM;
+        c->links[c->nlinks].dev = n->dev;
+        c->links[c->nlinks].inode = n->inode;
+        c->nlinks++;
+    }
+    return 0;
+}
+
+static void restore_special(rctx *c, int dirfd, const cf_node *n, const char *path)
+{
+    int r = 0;
+    if (clear_slot(c, dirfd, n->name, path, false))
+        return;
+    switch (n->type) {
+    case CF_NODE_SYMLINK:
+        r = symlinkat(n->target ? n->target : "", dirfd, n->name);
+        break;
+    case CF_NODE_FIFO:
+        r = mkfifoat(dirfd, n->name, (mode_t)n->mode & 07777);
+        break;
+    case CF_NODE_CHARDEV:
+    case CF_NODE_BLOCKDEV:
+        if (!c->root) {
+            rreport(c, path, "device files can only be restored as root");
+            return;
+        }
+        r = mknodat(dirfd, n->name,
+                    (n->type == CF_NODE_CHARDEV ? S_IFCHR : S_IFBLK) | ((mode_t)n->mode & 07777),
+                    (dev_t)n->rdev);
+        break;
+    default:
+        return; /* sockets are not restored */
+    }
+    if (r != 0) {
+        rreport(c, path, "unable to create: %s", strerror(errno));
+        return;
+    }
+    if (c->root && !c->o->no_owner &&
+        fchownat(dirfd, n->name, n->uid, n->gid, AT_SYMLINK_NOFOLLOW) != 0)
+        rreport(c, path, "unable to set owner: %s", strerror(errno));
+    if (n->type != CF_NODE_SYMLINK && fchmodat(dirfd, n->name, (mode_t)n->mode & 07777, 0) != 0)
+        rreport(c, path, "unable to set mode: %s", strerror(errno));
+    struct timespec ts[2] = {to_ts(n->atime ? n->atime : n->mtime), to_ts(n->mtime)};
+    utimensat(dirfd, n->name, ts, AT_SYMLINK_NOFOLLOW);
+    c->st.others++;
+}
+
+/* Restore the children of tree id into dirfd. rel: path of dirfd relative to the target root
+ * ("" at the root); spath: the snapshot path of the tree ("" for the root). Returns the number
+ * of entries restored through *out_count. */
+static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, const cf_id *id,
+                        uint64_t *out_count)
+{
+    cf_tree t;
+    int rc = cf_repo__load_tree(&t, c->r, id);
+    *out_count = 0;
+    if (rc) {
+        if (rc == CF_ENOMEM)
+            return rc;
+        rreport(c, *spath ? spath : "/", "%s", cf_error_last()->message);
+        return 0;
+    }
+    for (size_t i = 0; i < t.count && rc == 0 && !c->fatal; i++) {
+        const cf_node *n = &t.nodes[i];
+        char *sp = cf_ops__join(*spath ? spath : "/", n->name, n->name_len);
+        char *rp = *rel ? cf_ops__join(rel, n->name, n->name_len) : cf_strndup(n->name, n->name_len);
+        if (!sp || !rp) {
+            free(sp);
+            free(rp);
+            rc = CF_ENOMEM;
+            break;
+        }
+        bool sel = selected(c, sp);
+        if (n->type == CF_NODE_DIR) {
+            if (cf_ops__match_any(c->o->excludes, sp))
+                goto next;
+            if (clear_slot(c, dirfd, n->name, sp, true))
+                goto next;
+            bool created = mkdirat(dirfd, n->name, 0700) == 0;
+            if (!created && errno != EEXIST) {
+                rreport(c, sp, "unable to create directory: %s", strerror(errno));
+                goto next;
+            }
+            int fd = openat(dirfd, n->name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0) {
+                rreport(c, sp, "unable to open directory: %s", strerror(errno));
+                goto next;
+            }
+            uint64_t inner = 0;
+            /* with includes, a selected directory restores all of its content */
+            const char *const *saved = c->o->includes;
+            cf_restore_opts tmp = *c->o;
+            const cf_restore_opts *orig = c->o;
+            if (sel && saved && saved[0]) {
+                tmp.includes = NULL;
+                c->o = &tmp;
+            }
+            rc = restore_tree(c, fd, rp, sp, &n->subtree, &inner);
+            c->o = orig;
+            if (rc == 0 && (inner > 0 || sel)) {
+                apply_meta_fd(c, fd, n, sp);
+                c->st.dirs++;
+                (*out_count)++;
+            }
+            close(fd);
+            if (rc == 0 && inner == 0 && !sel && created)
+                unlinkat(dirfd, n->name, AT_REMOVEDIR); /* nothing selected inside */
+        } else if (sel) {
+            if (n->type == CF_NODE_FILE)
+                rc = restore_file(c, dirfd, n, rp, sp);
+            else
+                restore_special(c, dirfd, n, sp);
+            (*out_count)++;
+        }
+    next:
+        free(sp);
+        free(rp);
+    }
+    cf_tree__free(&t);
+    return rc ? rc : c->fatal;
+}
+
+/* Find the node at path ("/a/b") starting from the snapshot root. On success *out is a copy. */
+static int find_node(cf_node *out, cf_repo *r, const cf_snapshot *snap, const char *path)
+{
+    cf_id cur = snap->tree;
+    int rc = 0;
+    const char *p = path;
+    memset(out, 0, sizeof(*out));
+    bool found_any = false;
+    while (*p) {
+        while (*p == '/')
+            p++;
+        if (!*p)
+            break;
+        const char *e = strchr(p, '/');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        char *name = cf_strndup(p, len);
+        if (!name)
+            return CF_ENOMEM;
+        cf_tree t;
+        if ((rc = cf_repo__load_tree(&t, r, &cur))) {
+            free(name);
+            return rc;
+        }
+        const cf_node *n = cf_tree__find(&t, name);
+        free(name);
+        if (!n) {
+            cf_tree__free(&t);
+            cf_node__free(out);
+            return cf_error_set(CF_ENOTFOUND, 0, "path '%s' not found in snapshot %.8s", path, snap->id);
+        }
+        cf_node__free(out);
+        rc = cf_node__copy(out, n);
+        cf_tree__free(&t);
+        if (rc)
+            return rc;
+        found_any = true;
+        p += len;
+        if (*p && out->type != CF_NODE_DIR) {
+            cf_node__free(out);
+            return cf_error_set(CF_ENOTFOUND, 0, "path '%s' not found in snapshot %.8s", path, snap->id);
+        }
+        cur = out->subtree;
+    }
+    if (!found_any) {
+        /* the root itself */
+        out->type = CF_NODE_DIR;
+        out->subtree = snap->tree;
+    }
+    return 0;
+}
+
+static int ensure_target(const cf_restore_opts *o, int *out_fd)
+{
+    const char *t = o->target;
+    if (!t || !*t)
+        return cf_error_set(CF_EINVAL, 0, "no restore target given");
+    /* mkdir -p */
+    char *p = cf_strdup(t);
+    if (!p)
+        return CF_ENOMEM;
+    for (char *s = p + 1; *s; s++) {
+        if (*s == '/') {
+            *s = '\0';
+            if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+                int e = errno;
+                free(p);
+                return cf_error_set(cf_error_from_errno(e), e, "unable to create target '%s': %s", t,
+                                    strerror(e));
+            }
+            *s = '/';
+        }
+    }
+    free(p);
+    if (mkdir(t, 0755) != 0 && errno != EEXIST)
+        return cf_error_set(cf_error_from_errno(errno), errno, "unable to create target '%s': %s", t,
+                            strerror(errno));
+    int fd = open(t, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return cf_error_set(cf_error_from_errno(errno), errno, "unable to open target '%s': %s", t,
+                            strerror(errno));
+    if (faccessat(fd, ".", W_OK, AT_EACCESS) != 0) {
+        int e = errno;
+        close(fd);
+        return cf_error_set(CF_EPERM, e, "target '%s' is not writable: %s", t, strerror(e));
+    }
+    if (!o->overwrite) {
+        int dfd = dup(fd);
+        DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
+        bool empty = true;
+        if (d) {
+            struct dirent *de;
+            while ((de = readdir(d)))
+                if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                    empty = false;
+            closedir(d);
+        }
+        if (!empty) {
+            close(fd);
+            cf_error_set(CF_EEXISTS, 0, "target '%s' is not empty", t);
+            cf_error_hint("restore into an empty directory, or pass --overwrite to replace files");
+            return CF_EEXISTS;
+        }
+    }
+    *out_fd = fd;
+    return 0;
+}
+
+int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
+               cf_restore_stats *out_stats)
+{
+    rctx c;
+    cf_node top;
+    double t0 = cf_mono_seconds();
+    memset(&c, 0, sizeof(c));
+    memset(&top, 0, sizeof(top));
+    c.r = repo;
+    c.o = o;
+    c.rootfd = -1;
+    c.root = geteuid() == 0;
+    c.prog.bytes_total = snap->stats.bytes_total;
+    cf_buf_init(&c.blob, 0);
+    int rc = find_node(&top, repo, snap, o->subpath ? o->subpath : "/");
+    if (rc)
+        goto out;
+    if ((rc = ensure_target(o, &c.rootfd)))
+        goto out;
+    if ((rc = cf_repo_lock(repo, CF_LOCK_SHARED)))
+        goto out;
+    uint64_t count = 0;
+    if (top.type == CF_NODE_DIR) {
+        const char *sp = o->subpath && strcmp(o->subpath, "/") != 0 ? o->subpath : "";
+        rc = restore_tree(&c, c.rootfd, "", sp, &top.subtree, &count);
+    } else if (top.type == CF_NODE_FILE) {
+        rc = restore_file(&c, c.rootfd, &top, top.name, o->subpath);
+    } else {
+        restore_special(&c, c.rootfd, &top, o->subpath);
+    }
+    if (rc == 0 && c.fatal)
+        rc = c.fatal;
+    if (rc == 0 && c.st.errors)
+        rc = cf_error_set(CF_EPARTIAL, 0, "%llu errors while restoring snapshot %.8s",
+                          (unsigned long long)c.st.errors, snap->id);
+out:
+    cf_repo_unlock(repo);
+    c.st.seconds = cf_mono_seconds() - t0;
+    if (out_stats)
+        *out_stats = c.st;
+    if (c.rootfd >= 0)
+        close(c.rootfd);
+    cf_node__free(&top);
+    for (size_t i = 0; i < c.nlinks; i++)
+        free(c.links[i].rel);
+    free(c.links);
+    cf_buf_free(&c.blob);
+    return rc;
+}
+
+int cf_dump(cf_repo *repo, const cf_snapshot *snap, const char *path, int fd)
+{
+    cf_node n;
+    cf_buf b;
+    cf_buf_init(&b, 0);
+    int rc = find_node(&n, repo, snap, path);
+    if (rc)
+        return rc;
+    if (n.type != CF_NODE_FILE) {
+        rc = cf_error_set(CF_EINVAL, 0, "'%s' is not a file", path);
+        goto out;
+    }
+    for (uint32_t i = 0; i < n.ncontent && rc == 0; i++) {
+        cf_buf_reset(&b);
+        if (n.content[i].kind == 1) {
+            if ((rc = cf_buf_reserve(&b, 65536)))
+                break;
+            memset(b.data, 0, 65536);
+            uint64_t left = n.content[i].len;
+            while (left && rc == 0) {
+                size_t k = left > 65536 ? 65536 : (size_t)left;
+                ssize_t w = write(fd, b.data, k);
+                if (w <= 0)
+                    rc = cf_error_set(CF_EIO, errno, "unable to write output: %s", strerror(errno));
+                else
+                    left -= (uint64_t)w;
+            }
+            continue;
+        }
+        if ((rc = cf_repo__read_blob(&b, repo, &n.content[i].id, CF_BLOB_DATA)))
+            break;
+        size_t done = 0;
+        while (done < b.len) {
+            ssize_t w = write(fd, b.data + done, b.len - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                rc = cf_error_set(CF_EIO, errno, "unable to write output: %s", strerror(errno));
+                break;
+            }
+            done += (size_t)w;
+        }
+    }
+out:
+    cf_node__free(&n);
+    cf_buf_free(&b);
+    return rc;
+}

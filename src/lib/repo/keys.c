@@ -1,0 +1,188 @@
+/*
+ * keys.c - key slots: the random master key wrapped by a key derived from a password with
+ * scrypt. Several slots may open one repository.
+ */
+#include <jansson.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "repo/repo.h"
+
+#define SLOT_AAD "coffer key slot v1"
+
+static void host_user(char host[256], char user[64])
+{
+    if (gethostname(host, 256) != 0)
+        snprintf(host, 256, "unknown");
+    host[255] = '\0';
+    struct passwd *pw = getpwuid(getuid());
+    snprintf(user, 64, "%s", pw ? pw->pw_name : "unknown");
+}
+
+int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *password,
+                    uint32_t log_n, char out_id[65])
+{
+    int rc = 0;
+    uint8_t salt[32], kek[CF_KEY_LEN], sealed[sizeof(cf_master_key) + CF_SEAL_OVERHEAD];
+    uint8_t idb[32];
+    char *salt64 = NULL, *data64 = NULL, *text = NULL, name[80];
+    json_t *doc = NULL;
+    char host[256], user[64], when[40];
+
+    if (log_n < 10 || log_n > 24)
+        return cf_error_set(CF_EINVAL, 0, "scrypt cost 2^%u out of range (2^10..2^24)", log_n);
+    if ((rc = cf_random_bytes(salt, sizeof(salt))) || (rc = cf_random_bytes(idb, sizeof(idb))))
+        goto out;
+    rc = cf_scrypt(kek, password, strlen(password), salt, sizeof(salt), (uint64_t)1 << log_n, 8, 1);
+    if (rc)
+        goto out;
+    rc = cf_aead_seal(sealed, kek, SLOT_AAD, strlen(SLOT_AAD), mk, sizeof(*mk));
+    if (rc)
+        goto out;
+    salt64 = cf_base64_encode(salt, sizeof(salt));
+    data64 = cf_base64_encode(sealed, sizeof(sealed));
+    if (!salt64 || !data64) {
+        rc = CF_ENOMEM;
+        goto out;
+    }
+    host_user(host, user);
+    cf_time_format(when, cf_now_ns());
+    doc = json_pack("{s:i, s:s, s:I, s:i, s:i, s:s, s:s, s:s, s:s, s:s}", "version", 1, "kdf",
+                    "scrypt", "n", (json_int_t)((uint64_t)1 << log_n), "r", 8, "p", 1, "salt",
+                    salt64, "created", when, "host", host, "user", user, "data", data64);
+    if (!doc || !(text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS))) {
+        rc = cf_error_set(CF_ENOMEM, 0, "unable to encode key slot");
+        goto out;
+    }
+    cf_hex_encode(out_id, idb, sizeof(idb));
+    snprintf(name, sizeof(name), "keys/%s", out_id);
+    rc = cf_storage_put(st, name, text, strlen(text), CF_PUT_EXCLUSIVE);
+out:
+    cf_wipe(kek, sizeof(kek));
+    free(salt64);
+    free(data64);
+    free(text);
+    json_decref(doc);
+    return rc;
+}
+
+typedef struct {
+    char **names;
+    size_t n, cap;
+} name_list;
+
+static int collect_name(const char *name, uint64_t size, void *payload)
+{
+    (void)size;
+    name_list *l = payload;
+    if (l->n == l->cap) {
+        size_t ncap = l->cap ? l->cap * 2 : 8;
+        char **p = cf_realloc(l->names, ncap * sizeof(*p));
+        if (!p)
+            return CF_ENOMEM;
+        l->names = p;
+        l->cap = ncap;
+    }
+    if (!(l->names[l->n] = cf_strdup(name)))
+        return CF_ENOMEM;
+    l->n++;
+    return 0;
+}
+
+static void name_list_free(name_list *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->names[i]);
+    free(l->names);
+}
+
+/* Try one slot: 0 on success, CF_EAUTH when the password does not open it, other errors when
+ * the slot itself is unreadable. */
+static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const char *password,
+                    const char *name)
+{
+    int rc = 0;
+    json_error_t jerr;
+    json_t *doc = json_loadb((const char *)text, len, 0, &jerr);
+    const char *kdf = NULL, *salt64 = NULL, *data64 = NULL;
+    json_int_t n = 0, r = 0, p = 0, version = 0;
+    cf_buf salt, data;
+    uint8_t kek[CF_KEY_LEN];
+    cf_buf_init(&salt, 4096);
+    cf_buf_init(&data, 4096);
+    if (!doc || json_unpack(doc, "{s:I, s:s, s:I, s:I, s:I, s:s, s:s}", "version", &version, "kdf",
+                            &kdf, "n", &n, "r", &r, "p", &p, "salt", &salt64, "data", &data64)) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' is damaged: not a valid key document", name);
+        goto out;
+    }
+    if (version != 1 || strcmp(kdf, "scrypt") != 0) {
+        rc = cf_error_set(CF_EUNSUPPORTED, 0, "key slot '%s' uses an unsupported format (%s v%lld)",
+                          name, kdf, (long long)version);
+        goto out;
+    }
+    if (n < 2 || n > (1 << 24) || (n & (n - 1)) || r < 1 || r > 32 || p < 1 || p > 16) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' has out-of-range scrypt parameters", name);
+        goto out;
+    }
+    if (cf_base64_decode(&salt, salt64) || cf_base64_decode(&data, data64) || salt.len < 16 ||
+        data.len != sizeof(*out) + CF_SEAL_OVERHEAD) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' is damaged: bad salt or key data", name);
+        goto out;
+    }
+    rc = cf_scrypt(kek, password, strlen(password), salt.data, salt.len, (uint64_t)n, (uint32_t)r,
+                   (uint32_t)p);
+    if (rc)
+        goto out;
+    rc = cf_aead_open((uint8_t *)out, kek, SLOT_AAD, strlen(SLOT_AAD), data.data, data.len);
+out:
+    cf_wipe(kek, sizeof(kek));
+    cf_buf_free(&salt);
+    cf_buf_free(&data);
+    json_decref(doc);
+    return rc;
+}
+
+int cf_keys__open(cf_master_key *out, cf_storage *st, const char *password, const char *url)
+{
+    name_list l = {0};
+    int rc = cf_storage_list(st, "keys/", collect_name, &l);
+    int damaged = 0;
+    char first_damage[512] = "";
+    if (rc)
+        goto out;
+    if (l.n == 0) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "repository '%s' has no key slots", url);
+        goto out;
+    }
+    rc = CF_EAUTH;
+    for (size_t i = 0; i < l.n; i++) {
+        uint8_t *text = NULL;
+        size_t len = 0;
+        int r2 = cf_storage_get(st, l.names[i], 0, 0, &text, &len);
+        if (r2 == 0)
+            r2 = try_slot(out, text, len, password, l.names[i]);
+        free(text);
+        if (r2 == 0) {
+            rc = 0;
+            break;
+        }
+        if (r2 != CF_EAUTH) {
+            damaged++;
+            if (!first_damage[0])
+                snprintf(first_damage, sizeof(first_damage), "%s", cf_error_last()->message);
+        }
+    }
+    if (rc == CF_EAUTH) {
+        if (damaged == (int)l.n)
+            rc = cf_error_set(CF_ECORRUPT, 0, "no key slot of '%s' is readable: %s", url, first_damage);
+        else
+            rc = cf_error_set(CF_EAUTH, 0, "wrong password: no key slot of repository '%s' opens with it", url);
+        if (rc == CF_EAUTH)
+            cf_error_hint("check COFFER_PASSWORD, --password-file or --password-command");
+    }
+out:
+    name_list_free(&l);
+    return rc;
+}

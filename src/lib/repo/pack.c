@@ -1,0 +1,362 @@
+/*
+ * pack.c - pack files: many sealed blobs followed by a sealed header listing them and an
+ * 8-byte trailer. Each pack has a random salt from which its key is derived, so no AES-GCM
+ * key seals more than the few thousand blobs of one pack.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "compress/compress.h"
+#include "repo/repo.h"
+
+#define PACK_MAGIC "CFPK"
+#define PACK_END_MAGIC "CFPE"
+#define PACK_PREFIX 24
+#define PACK_TRAILER 8
+#define PACK_ENTRY 48
+#define BLOB_AAD 38
+#define PACK_PENDING CF_INDEX_PENDING
+
+void cf_pack__path(char out[80], const cf_id *id)
+{
+    char hex[65];
+    cf_hex_encode(hex, id->b, 32);
+    snprintf(out, 80, "data/%.2s/%s", hex, hex);
+}
+
+static void blob_aad(uint8_t aad[BLOB_AAD], const cf_id *id, uint8_t type, uint8_t comp,
+                     uint32_t raw_len)
+{
+    memcpy(aad, id->b, 32);
+    aad[32] = type;
+    aad[33] = comp;
+    cf_le32_put(aad + 34, raw_len);
+}
+
+static void pack_key(uint8_t key[CF_KEY_LEN], const cf_repo *r, const uint8_t salt[16])
+{
+    cf_kdf(key, r->mk.data, "coffer pack key", salt, 16);
+}
+
+static int writer_start(cf_pack_writer *w, const cf_repo *r)
+{
+    uint8_t prefix[PACK_PREFIX];
+    memcpy(prefix, PACK_MAGIC, 4);
+    prefix[4] = 1;
+    prefix[5] = prefix[6] = prefix[7] = 0;
+    int rc = cf_random_bytes(prefix + 8, 16);
+    if (rc)
+        return rc;
+    pack_key(w->key, r, prefix + 8);
+    cf_buf_reset(&w->buf);
+    cf_buf_reset(&w->header);
+    w->count = 0;
+    return cf_buf_append(&w->buf, prefix, PACK_PREFIX);
+}
+
+/* Seal the header, store the pack, and point its blobs' index entries at it. */
+static int writer_finish(cf_repo *r, cf_pack_writer *w)
+{
+    int rc = 0;
+    cf_buf hdr;
+    cf_buf_init(&hdr, 0);
+    if (w->count == 0)
+        return 0;
+    if ((rc = cf_buf_put_u32(&hdr, w->count)) ||
+        (rc = cf_buf_append(&hdr, w->header.data, w->header.len)))
+        goto out;
+    size_t sealed_len = hdr.len + CF_SEAL_OVERHEAD;
+    if ((rc = cf_buf_reserve(&w->buf, sealed_len + PACK_TRAILER)))
+        goto out;
+    rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, w->buf.data, PACK_PREFIX, hdr.data, hdr.len);
+    if (rc)
+        goto out;
+    w->buf.len += sealed_len;
+    cf_buf_put_u32(&w->buf, (uint32_t)sealed_len);
+    cf_buf_append(&w->buf, PACK_END_MAGIC, 4);
+
+    cf_id pid;
+    char path[80];
+    cf_sha256(pid.b, w->buf.data, w->buf.len);
+    cf_pack__path(path, &pid);
+    if ((rc = cf_storage_put(r->st, path, w->buf.data, w->buf.len, 0)))
+        goto out;
+    r->bytes_written += w->buf.len;
+
+    uint32_t no;
+    if ((rc = cf_index__pack_no(&r->index, &pid, &no)))
+        goto out;
+    cf_rd rd;
+    cf_rd_init(&rd, w->header.data, w->header.len);
+    for (uint32_t i = 0; i < w->count; i++) {
+        const uint8_t *e = cf_rd_bytes(&rd, PACK_ENTRY);
+        cf_id id;
+        memcpy(id.b, e + 16, 32);
+        cf_index__resolve_pending(&r->index, &id, no);
+    }
+    if (r->n_new_packs == r->new_packs_cap) {
+        size_t ncap = r->new_packs_cap ? r->new_packs_cap * 2 : 64;
+        cf_id *np = cf_realloc(r->new_packs, ncap * sizeof(*np));
+        if (!np) {
+            rc = CF_ENOMEM;
+            goto out;
+        }
+        r->new_packs = np;
+        r->new_packs_cap = ncap;
+    }
+    r->new_packs[r->n_new_packs++] = pid;
+    cf_buf_reset(&w->buf);
+    cf_buf_reset(&w->header);
+    w->count = 0;
+out:
+    cf_buf_free(&hdr);
+    return rc;
+}
+
+void cf_repo__blob_id(const cf_repo *r, cf_id *out, const void *data, size_t len)
+{
+    cf_hmac_sha256(out->b, r->mk.mac, data, len);
+}
+
+int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
+                      uint64_t *out_added)
+{
+    int rc = 0, algo = CF_COMP_NONE;
+    uint8_t *ctmp = NULL;
+    size_t clen = 0;
+    *out_added = 0;
+    if (len > UINT32_MAX - 1024)
+        return cf_error_set(CF_EINVAL, 0, "blob of %zu bytes is too large", len);
+    pthread_mutex_lock(&r->mu);
+    if (cf_index__get(&r->index, id))
+        goto out;
+    cf_pack_writer *w = &r->packs[type == CF_BLOB_TREE ? 1 : 0];
+    if (w->buf.len == 0 && (rc = writer_start(w, r)))
+        goto out;
+    const void *payload = data;
+    size_t plen = len;
+    if (r->cfg.compression_level > 0 && len > 0) {
+        size_t bound = cf_compress_bound(len);
+        ctmp = cf_malloc(bound);
+        if (!ctmp) {
+            rc = CF_ENOMEM;
+            goto out;
+        }
+        if ((rc = cf_compress(&algo, &clen, ctmp, bound, data, len, r->cfg.compression_level)))
+            goto out;
+        if (algo != CF_COMP_NONE) {
+            payload = ctmp;
+            plen = clen;
+        }
+    }
+    uint8_t aad[BLOB_AAD];
+    blob_aad(aad, id, type, (uint8_t)algo, (uint32_t)len);
+    size_t sealed = plen + CF_SEAL_OVERHEAD;
+    if ((rc = cf_buf_reserve(&w->buf, sealed)))
+        goto out;
+    uint32_t offset = (uint32_t)w->buf.len;
+    if ((rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, aad, sizeof(aad), payload, plen)))
+        goto out;
+    w->buf.len += sealed;
+    uint8_t e[PACK_ENTRY];
+    e[0] = type;
+    e[1] = (uint8_t)algo;
+    e[2] = e[3] = 0;
+    cf_le32_put(e + 4, offset);
+    cf_le32_put(e + 8, (uint32_t)sealed);
+    cf_le32_put(e + 12, (uint32_t)len);
+    memcpy(e + 16, id->b, 32);
+    if ((rc = cf_buf_append(&w->header, e, sizeof(e))))
+        goto out;
+    w->count++;
+    cf_index_entry ie;
+    memset(&ie, 0, sizeof(ie));
+    ie.id = *id;
+    ie.pack = PACK_PENDING;
+    ie.offset = offset;
+    ie.length = (uint32_t)sealed;
+    ie.raw_len = (uint32_t)len;
+    ie.type = type;
+    ie.comp = (uint8_t)algo;
+    if ((rc = cf_index__add(&r->index, &ie)))
+        goto out;
+    *out_added = sealed;
+    if (w->buf.len >= r->cfg.pack_size)
+        rc = writer_finish(r, w);
+out:
+    pthread_mutex_unlock(&r->mu);
+    free(ctmp);
+    return rc;
+}
+
+int cf_repo__flush(cf_repo *r)
+{
+    int rc = 0;
+    cf_buf plain;
+    cf_buf_init(&plain, 0);
+    pthread_mutex_lock(&r->mu);
+    for (int i = 0; i < 2; i++)
+        if ((rc = writer_finish(r, &r->packs[i])))
+            goto out;
+    if (r->n_new_packs == 0)
+        goto out;
+    if ((rc = cf_index__encode(&plain, &r->index, r->new_packs, r->n_new_packs)))
+        goto out;
+    if ((rc = cf_repo__put_object(r, "index", CF_OBJ_INDEX, plain.data, plain.len, NULL)))
+        goto out;
+    r->n_new_packs = 0;
+out:
+    pthread_mutex_unlock(&r->mu);
+    cf_buf_free(&plain);
+    return rc;
+}
+
+int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t pack_salt[16],
+                       const cf_pack_entry *e, const uint8_t *sealed, const char *name)
+{
+    int rc = 0;
+    uint8_t key[CF_KEY_LEN], aad[BLOB_AAD];
+    uint8_t *plain = NULL;
+    char hex[65];
+    if (e->length < CF_SEAL_OVERHEAD)
+        return cf_error_set(CF_ECORRUPT, 0, "blob in pack '%s' has an invalid length", name);
+    size_t plen = e->length - CF_SEAL_OVERHEAD;
+    pack_key(key, r, pack_salt);
+    blob_aad(aad, &e->id, e->type, e->comp, e->raw_len);
+    plain = cf_malloc(plen);
+    if (!plain) {
+        rc = CF_ENOMEM;
+        goto out;
+    }
+    cf_hex_encode(hex, e->id.b, 32);
+    if (cf_aead_open(plain, key, aad, sizeof(aad), sealed, e->length)) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "blob %.16s in pack '%s' is damaged: authentication failed",
+                          hex, name);
+        goto out;
+    }
+    if (e->comp == CF_COMP_NONE) {
+        if (plen != e->raw_len) {
+            rc = cf_error_set(CF_ECORRUPT, 0, "blob %.16s in pack '%s' has a wrong length", hex, name);
+            goto out;
+        }
+        rc = cf_buf_append(out, plain, plen);
+    } else {
+        if ((rc = cf_buf_reserve(out, (size_t)e->raw_len + 1)))
+            goto out;
+        if (cf_decompress(out->data + out->len, e->raw_len, plain, plen, e->comp)) {
+            rc = cf_error_set(CF_ECORRUPT, 0, "blob %.16s in pack '%s' does not decompress", hex, name);
+            goto out;
+        }
+        out->len += e->raw_len;
+    }
+out:
+    cf_wipe(key, sizeof(key));
+    free(plain);
+    return rc;
+}
+
+int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
+{
+    char hex[65], path[80];
+    cf_hex_encode(hex, id->b, 32);
+    pthread_mutex_lock(&r->mu);
+    const cf_index_entry *ie = cf_index__get(&r->index, id);
+    cf_index_entry e;
+    if (ie)
+        e = *ie;
+    pthread_mutex_unlock(&r->mu);
+    if (!ie)
+        return cf_error_set(CF_ENOTFOUND, 0, "blob %.16s is not in the index", hex);
+    if (e.pack == PACK_PENDING || e.pack >= r->index.npacks)
+        return cf_error_set(CF_ENOTFOUND, 0, "blob %.16s is not yet stored", hex);
+    if (e.type != type)
+        return cf_error_set(CF_ECORRUPT, 0, "blob %.16s has type %u, expected %u", hex, e.type, type);
+    cf_pack__path(path, &r->index.packs[e.pack]);
+    uint8_t *salt = NULL, *sealed = NULL;
+    size_t n1 = 0, n2 = 0;
+    int rc = cf_storage_get(r->st, path, 8, 16, &salt, &n1);
+    if (rc == 0)
+        rc = cf_storage_get(r->st, path, e.offset, e.length, &sealed, &n2);
+    if (rc == 0) {
+        cf_pack_entry pe = {e.id, e.type, e.comp, e.offset, e.length, e.raw_len};
+        size_t before = out->len;
+        rc = cf_pack__open_blob(out, r, salt, &pe, sealed, path);
+        if (rc == 0) {
+            cf_id check;
+            cf_repo__blob_id(r, &check, out->data + before, out->len - before);
+            if (!cf_id_eq(&check, id)) {
+                out->len = before;
+                rc = cf_error_set(CF_ECORRUPT, 0, "blob %.16s in pack '%s' does not match its id",
+                                  hex, path);
+            }
+        }
+    } else if (rc == CF_ENOTFOUND) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' holding blob %.16s is missing", path, hex);
+    }
+    free(salt);
+    free(sealed);
+    return rc;
+}
+
+int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *r,
+                         const uint8_t *pack, size_t len, const char *name)
+{
+    int rc = 0;
+    uint8_t key[CF_KEY_LEN];
+    uint8_t *plain = NULL;
+    cf_pack_entry *list = NULL;
+    *out = NULL;
+    *out_count = 0;
+    if (len < PACK_PREFIX + CF_SEAL_OVERHEAD + 4 + PACK_TRAILER ||
+        memcmp(pack, PACK_MAGIC, 4) != 0 || memcmp(pack + len - 4, PACK_END_MAGIC, 4) != 0)
+        return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad magic or truncated", name);
+    if (pack[4] != 1)
+        return cf_error_set(CF_EUNSUPPORTED, 0, "pack '%s' has unsupported version %u", name, pack[4]);
+    uint32_t hlen = cf_le32_get(pack + len - 8);
+    if (hlen < CF_SEAL_OVERHEAD + 4 || hlen > len - PACK_PREFIX - PACK_TRAILER)
+        return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad header length", name);
+    size_t hstart = len - PACK_TRAILER - hlen;
+    pack_key(key, r, pack + 8);
+    plain = cf_malloc(hlen);
+    if (!plain) {
+        rc = CF_ENOMEM;
+        goto out;
+    }
+    if (cf_aead_open(plain, key, pack, PACK_PREFIX, pack + hstart, hlen)) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: header authentication failed", name);
+        goto out;
+    }
+    size_t plen = hlen - CF_SEAL_OVERHEAD;
+    uint32_t n = cf_le32_get(plain);
+    if ((uint64_t)n * PACK_ENTRY != plen - 4) {
+        rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: header size mismatch", name);
+        goto out;
+    }
+    list = cf_calloc(n ? n : 1, sizeof(*list));
+    if (!list) {
+        rc = CF_ENOMEM;
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *e = plain + 4 + (size_t)i * PACK_ENTRY;
+        list[i].type = e[0];
+        list[i].comp = e[1];
+        list[i].offset = cf_le32_get(e + 4);
+        list[i].length = cf_le32_get(e + 8);
+        list[i].raw_len = cf_le32_get(e + 12);
+        memcpy(list[i].id.b, e + 16, 32);
+        if (list[i].offset < PACK_PREFIX || list[i].length < CF_SEAL_OVERHEAD ||
+            (uint64_t)list[i].offset + list[i].length > hstart) {
+            rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: entry %u out of range", name, i);
+            goto out;
+        }
+    }
+    *out = list;
+    *out_count = n;
+    list = NULL;
+out:
+    cf_wipe(key, sizeof(key));
+    free(plain);
+    free(list);
+    return rc;
+}

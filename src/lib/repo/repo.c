@@ -1,0 +1,356 @@
+/*
+ * repo.c - creating, opening and closing a repository: config, key slots, index loading,
+ * warnings, statistics and the debugging `cat`.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "compress/compress.h"
+#include "repo/repo.h"
+
+int cf_repo_init(const char *url, const char *password, const cf_init_opts *opts)
+{
+    cf_init_opts def = {0, 0, 0, 0, -1, 0};
+    cf_storage *st = NULL;
+    cf_master_key mk;
+    cf_config cfg;
+    char key_id[65];
+    uint64_t dummy;
+    int rc;
+    if (!opts)
+        opts = &def;
+    if (!password || !*password)
+        return cf_error_set(CF_EINVAL, 0, "an empty password is not allowed");
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.version = CF_FORMAT_VERSION;
+    cfg.chunk.min = opts->chunk_min ? opts->chunk_min : CF_CHUNK_MIN_DEFAULT;
+    cfg.chunk.avg = opts->chunk_avg ? opts->chunk_avg : CF_CHUNK_AVG_DEFAULT;
+    cfg.chunk.max = opts->chunk_max ? opts->chunk_max : CF_CHUNK_MAX_DEFAULT;
+    cfg.pack_size = opts->pack_size ? opts->pack_size : CF_PACK_SIZE_DEFAULT;
+    cfg.compression_level = opts->compression_level < 0 ? CF_COMP_LEVEL_DEFAULT
+                                                         : opts->compression_level;
+    if ((rc = cf_chunk_params_validate(&cfg.chunk)))
+        return rc;
+    if (cfg.pack_size < (1u << 16) || cfg.pack_size > CF_PACK_SIZE_MAX)
+        return cf_error_set(CF_EINVAL, 0, "pack size %u out of range (64 KiB..512 MiB)", cfg.pack_size);
+    if (cfg.compression_level > 22)
+        return cf_error_set(CF_EINVAL, 0, "compression level %d out of range (0..22)",
+                            cfg.compression_level);
+    if ((rc = cf_storage_open(&st, url, CF_STORAGE_CREATE)))
+        return rc;
+    if (cf_storage_stat(st, "config", &dummy) == 0) {
+        rc = cf_error_set(CF_EEXISTS, 0, "a repository already exists at '%s'", url);
+        goto out;
+    }
+    uint8_t idb[32];
+    if ((rc = cf_random_bytes(&mk, sizeof(mk))) || (rc = cf_random_bytes(idb, sizeof(idb))))
+        goto out;
+    cf_hex_encode(cfg.id, idb, sizeof(idb));
+    /* key slot first: a config without a key would be a repository nobody can open */
+    if ((rc = cf_keys__create(st, &mk, password, opts->kdf_log_n ? opts->kdf_log_n : CF_KDF_LOG_N_DEFAULT, key_id)))
+        goto out;
+    rc = cf_config__write(st, &cfg, &mk);
+out:
+    cf_wipe(&mk, sizeof(mk));
+    cf_storage_close(st);
+    return rc;
+}
+
+void cf_repo__warn(cf_repo *r, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    char **p = realloc(r->warnings, (r->nwarnings + 1) * sizeof(*p));
+    if (!p)
+        return;
+    r->warnings = p;
+    if ((p[r->nwarnings] = strdup(msg)))
+        r->nwarnings++;
+}
+
+size_t cf_repo_warning_count(const cf_repo *repo) { return repo->nwarnings; }
+const char *cf_repo_warning(const cf_repo *repo, size_t i)
+{
+    return i < repo->nwarnings ? repo->warnings[i] : NULL;
+}
+const char *cf_repo_display(const cf_repo *repo) { return cf_storage_display(repo->st); }
+
+typedef struct {
+    cf_repo *r;
+    cf_buf b;
+    int rc;
+    uint64_t count;
+} load_ctx;
+
+static int load_one(const char *name, uint64_t size, void *payload)
+{
+    (void)size;
+    load_ctx *c = payload;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    if (strlen(base) != 64)
+        return 0;
+    cf_buf_reset(&c->b);
+    int rc = cf_repo__get_object(&c->b, c->r, "index", CF_OBJ_INDEX, base);
+    if (rc == 0)
+        rc = cf_index__decode(&c->r->index, c->b.data, c->b.len, name);
+    if (rc == CF_ENOMEM || rc == CF_ERETRYABLE || rc == CF_EIO || rc == CF_EAUTH)
+        return rc;
+    if (rc)
+        cf_repo__warn(c->r, "%s", cf_error_last()->message);
+    else
+        c->count++;
+    return 0;
+}
+
+int cf_repo__load_index(cf_repo *r)
+{
+    load_ctx c = {r, {0}, 0, 0};
+    cf_buf_init(&c.b, 0);
+    int rc = cf_storage_list(r->st, "index/", load_one, &c);
+    cf_buf_free(&c.b);
+    return rc;
+}
+
+int cf_repo_open(cf_repo **out, const char *url, const char *password)
+{
+    int rc;
+    cf_buf raw;
+    cf_repo *r = cf_calloc(1, sizeof(*r));
+    *out = NULL;
+    if (!r)
+        return CF_ENOMEM;
+    cf_buf_init(&raw, 1 << 20);
+    pthread_mutex_init(&r->mu, NULL);
+    cf_index__init(&r->index);
+    for (int i = 0; i < 2; i++) {
+        cf_buf_init(&r->packs[i].buf, 0);
+        cf_buf_init(&r->packs[i].header, 0);
+    }
+    if (!(r->url = cf_strdup(url))) {
+        rc = CF_ENOMEM;
+        goto out;
+    }
+    if ((rc = cf_storage_open(&r->st, url, 0)))
+        goto out;
+    if ((rc = cf_config__read_unverified(&r->cfg, &raw, r->st, url)))
+        goto out;
+    if (!password)
+        password = "";
+    if ((rc = cf_keys__open(&r->mk, r->st, password, url)))
+        goto out;
+    if ((rc = cf_config__read(&r->cfg, r->st, &r->mk, url)))
+        goto out;
+    uint8_t ck[CF_KEY_LEN];
+    cf_kdf(ck, r->mk.mac, "coffer chunker", NULL, 0);
+    rc = cf_chunker_new(&r->chunker, &r->cfg.chunk, ck);
+    cf_wipe(ck, sizeof(ck));
+    if (rc)
+        goto out;
+    rc = cf_repo__load_index(r);
+out:
+    cf_buf_free(&raw);
+    if (rc) {
+        cf_repo_close(r);
+        r = NULL;
+    }
+    *out = r;
+    return rc;
+}
+
+void cf_repo_close(cf_repo *r)
+{
+    if (!r)
+        return;
+    if (r->lock_name[0])
+        cf_repo_unlock(r);
+    cf_chunker_free(r->chunker);
+    cf_index__free(&r->index);
+    for (int i = 0; i < 2; i++) {
+        cf_buf_free(&r->packs[i].buf);
+        cf_buf_free(&r->packs[i].header);
+        cf_wipe(r->packs[i].key, sizeof(r->packs[i].key));
+    }
+    free(r->new_packs);
+    for (size_t i = 0; i < r->nwarnings; i++)
+        free(r->warnings[i]);
+    free(r->warnings);
+    cf_storage_close(r->st);
+    cf_wipe(&r->mk, sizeof(r->mk));
+    pthread_mutex_destroy(&r->mu);
+    free(r->url);
+    free(r);
+}
+
+/* ------------------------------------------------------------------ stats */
+
+typedef struct {
+    uint64_t bytes, count;
+} sum_ctx;
+
+static int sum_sizes(const char *name, uint64_t size, void *payload)
+{
+    (void)name;
+    sum_ctx *c = payload;
+    c->bytes += size;
+    c->count++;
+    return 0;
+}
+
+int cf_repo_stats_get(cf_repo *repo, cf_repo_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    sum_ctx packs = {0, 0}, idx = {0, 0};
+    int rc = cf_storage_list(repo->st, "data/", sum_sizes, &packs);
+    if (rc == 0)
+        rc = cf_storage_list(repo->st, "index/", sum_sizes, &idx);
+    if (rc)
+        return rc;
+    out->packs = packs.count;
+    out->stored_bytes = packs.bytes;
+    out->index_files = idx.count;
+    for (size_t i = 0; i < repo->index.cap; i++) {
+        const cf_index_entry *e = &repo->index.slots[i];
+        if (!e->used)
+            continue;
+        out->blobs++;
+        out->raw_bytes += e->raw_len;
+        if (e->type == CF_BLOB_TREE)
+            out->tree_blobs++;
+        else
+            out->data_blobs++;
+    }
+    cf_snapshot **list = NULL;
+    size_t n = 0;
+    if ((rc = cf_snapshot_list(&list, &n, repo, NULL)))
+        return rc;
+    out->snapshots = n;
+    for (size_t i = 0; i < n; i++)
+        out->restore_size += list[i]->stats.bytes_total;
+    cf_snapshot_list_free(list, n);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ cat */
+
+static char *dump_json(json_t *doc)
+{
+    char *t = doc ? json_dumps(doc, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    json_decref(doc);
+    return t;
+}
+
+static json_t *tree_json(const cf_tree *t)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; i < t->count; i++) {
+        const cf_node *n = &t->nodes[i];
+        char hex[65];
+        json_t *o = json_pack("{s:s%, s:i, s:I, s:I, s:I, s:I}", "name", n->name, (size_t)n->name_len,
+                              "type", n->type, "mode", (json_int_t)n->mode, "uid", (json_int_t)n->uid,
+                              "gid", (json_int_t)n->gid, "size", (json_int_t)n->size);
+        if (n->type == CF_NODE_DIR) {
+            cf_hex_encode(hex, n->subtree.b, 32);
+            json_object_set_new(o, "subtree", json_string(hex));
+        } else if (n->type == CF_NODE_FILE) {
+            json_t *c = json_array();
+            for (uint32_t k = 0; k < n->ncontent; k++) {
+                if (n->content[k].kind == 1) {
+                    json_array_append_new(c, json_pack("{s:I}", "hole", (json_int_t)n->content[k].len));
+                } else {
+                    cf_hex_encode(hex, n->content[k].id.b, 32);
+                    json_array_append_new(c, json_pack("{s:s, s:I}", "blob", hex, "len",
+                                                       (json_int_t)n->content[k].len));
+                }
+            }
+            json_object_set_new(o, "content", c);
+        } else if (n->target) {
+            json_object_set_new(o, "target", json_string(n->target));
+        }
+        json_array_append_new(arr, o);
+    }
+    return arr;
+}
+
+int cf_repo_cat(char **out, cf_repo *repo, const char *what, const char *id)
+{
+    int rc = 0;
+    cf_buf b;
+    cf_buf_init(&b, 0);
+    *out = NULL;
+    if (strcmp(what, "config") == 0) {
+        *out = dump_json(json_pack("{s:i, s:s, s:{s:i, s:i, s:i}, s:i, s:i}", "version",
+                                   (int)repo->cfg.version, "id", repo->cfg.id, "chunker", "min",
+                                   (int)repo->cfg.chunk.min, "avg", (int)repo->cfg.chunk.avg, "max",
+                                   (int)repo->cfg.chunk.max, "pack_size", (int)repo->cfg.pack_size,
+                                   "compression_level", repo->cfg.compression_level));
+    } else if (!id) {
+        rc = cf_error_set(CF_EINVAL, 0, "cat %s needs an id", what);
+    } else if (strcmp(what, "snapshot") == 0) {
+        cf_snapshot *s = NULL;
+        if ((rc = cf_snapshot_find(&s, repo, id, NULL)) == 0) {
+            *out = cf_snapshot_to_json(s);
+            cf_snapshot_free(s);
+        }
+    } else if (strcmp(what, "index") == 0) {
+        if ((rc = cf_repo__get_object(&b, repo, "index", CF_OBJ_INDEX, id)) == 0) {
+            cf_index ix;
+            cf_index__init(&ix);
+            if ((rc = cf_index__decode(&ix, b.data, b.len, id)) == 0) {
+                json_t *packs = json_array();
+                for (size_t i = 0; i < ix.npacks; i++) {
+                    char hex[65];
+                    cf_hex_encode(hex, ix.packs[i].b, 32);
+                    json_array_append_new(packs, json_string(hex));
+                }
+                *out = dump_json(json_pack("{s:o, s:I}", "packs", packs, "blobs", (json_int_t)ix.count));
+            }
+            cf_index__free(&ix);
+        }
+    } else if (strcmp(what, "tree") == 0 || strcmp(what, "pack") == 0) {
+        cf_id tid;
+        if (strlen(id) != 64 || cf_hex_decode(tid.b, 32, id)) {
+            rc = cf_error_set(CF_EINVAL, 0, "'%s' is not a full 64-digit id", id);
+        } else if (what[0] == 't') {
+            cf_tree t;
+            if ((rc = cf_repo__load_tree(&t, repo, &tid)) == 0) {
+                *out = dump_json(tree_json(&t));
+                cf_tree__free(&t);
+            }
+        } else {
+            char path[80];
+            uint8_t *data = NULL;
+            size_t len = 0;
+            cf_pack__path(path, &tid);
+            if ((rc = cf_storage_get(repo->st, path, 0, 0, &data, &len)) == 0) {
+                cf_pack_entry *es = NULL;
+                size_t n = 0;
+                if ((rc = cf_pack__read_header(&es, &n, repo, data, len, path)) == 0) {
+                    json_t *arr = json_array();
+                    for (size_t i = 0; i < n; i++) {
+                        char hex[65];
+                        cf_hex_encode(hex, es[i].id.b, 32);
+                        json_array_append_new(arr, json_pack("{s:s, s:i, s:i, s:I, s:I, s:I}", "id", hex,
+                                                             "type", es[i].type, "compression", es[i].comp,
+                                                             "offset", (json_int_t)es[i].offset,
+                                                             "length", (json_int_t)es[i].length,
+                                                             "raw_length", (json_int_t)es[i].raw_len));
+                    }
+                    *out = dump_json(json_pack("{s:s, s:I, s:o}", "pack", id, "size", (json_int_t)len, "blobs", arr));
+                }
+                free(es);
+                free(data);
+            }
+        }
+    } else {
+        rc = cf_error_set(CF_EINVAL, 0, "unknown object kind '%s' (config, snapshot, index, tree, pack)", what);
+    }
+    if (rc == 0 && !*out)
+        rc = cf_error_set(CF_ENOMEM, 0, "unable to format '%s'", what);
+    cf_buf_free(&b);
+    return rc;
+}

@@ -1,0 +1,239 @@
+/*
+ * repo.h - internals of the repository: master key and key slots, config, sealed objects,
+ * packs, the in-memory index, trees, snapshots and locks. Format: docs/FORMAT.md.
+ */
+#ifndef CF_REPO_H
+#define CF_REPO_H
+
+#include <jansson.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "chunk/chunker.h"
+#include "coffer/coffer.h"
+#include "coffer/sys/storage.h"
+#include "crypto/crypto.h"
+#include "util/util.h"
+
+#define CF_FORMAT_VERSION 1
+#define CF_PACK_SIZE_DEFAULT (16u * 1024u * 1024u)
+#define CF_PACK_SIZE_MAX (512u * 1024u * 1024u)
+#define CF_KDF_LOG_N_DEFAULT 15
+#define CF_LOCK_STALE_SECONDS (30 * 60)
+#define CF_LOCK_REFRESH_SECONDS (5 * 60)
+
+/* Blob types stored in packs and index entries. Never renumber. */
+enum { CF_BLOB_DATA = 0, CF_BLOB_TREE = 1 };
+
+/* Sealed object types (index, snapshot, lock). Never renumber. */
+enum { CF_OBJ_INDEX = 1, CF_OBJ_SNAPSHOT = 2, CF_OBJ_LOCK = 3 };
+
+/* ---- master key ---- */
+typedef struct {
+    uint8_t mac[CF_KEY_LEN];   /* blob ids: HMAC-SHA-256 of plaintext */
+    uint8_t data[CF_KEY_LEN];  /* root of every encryption key */
+} cf_master_key;
+
+/* ---- config ---- */
+typedef struct {
+    uint32_t version;
+    char id[65];
+    cf_chunk_params chunk;
+    uint32_t pack_size;
+    int compression_level;
+} cf_config;
+
+/* ---- index ---- */
+typedef struct {
+    cf_id id;
+    uint32_t pack;      /* number in the index's pack table */
+    uint32_t offset;    /* of the sealed blob within the pack */
+    uint32_t length;    /* sealed length */
+    uint32_t raw_len;   /* plaintext length */
+    uint8_t type;       /* CF_BLOB_* */
+    uint8_t comp;       /* CF_COMP_* */
+    uint8_t used;       /* slot occupied (hash table) */
+    uint8_t pad;
+} cf_index_entry;
+
+typedef struct {
+    cf_index_entry *slots;
+    size_t cap;   /* power of two */
+    size_t count;
+    cf_id *packs;
+    size_t npacks, packs_cap;
+    /* pack id -> number; simple open addressing over packs */
+    uint32_t *pack_slots;
+    size_t pack_slots_cap;
+} cf_index;
+
+void cf_index__init(cf_index *ix);
+void cf_index__free(cf_index *ix);
+/* Number for pack id, adding it if new. */
+int cf_index__pack_no(cf_index *ix, const cf_id *pack, uint32_t *out);
+/* Add an entry (pack given by number); an existing id keeps its first location. */
+int cf_index__add(cf_index *ix, const cf_index_entry *e);
+const cf_index_entry *cf_index__get(const cf_index *ix, const cf_id *id);
+/* Pack number of blobs added to a pack still being written. */
+#define CF_INDEX_PENDING UINT32_MAX
+/* Point a pending entry at the pack it was stored in. */
+void cf_index__resolve_pending(cf_index *ix, const cf_id *id, uint32_t pack);
+bool cf_index__has_pack(const cf_index *ix, const cf_id *pack);
+/* Serialise entries (all, or only those whose pack is in packs[] when filter) as an index
+ * file plaintext. */
+int cf_index__encode(cf_buf *out, const cf_index *ix, const cf_id *only_packs, size_t n_only);
+/* Parse an index file plaintext into ix. */
+int cf_index__decode(cf_index *ix, const uint8_t *data, size_t len, const char *name);
+
+/* ---- pack writer ---- */
+typedef struct {
+    cf_buf buf;              /* the pack being built */
+    uint8_t key[CF_KEY_LEN]; /* this pack's key */
+    cf_buf header;           /* header entries */
+    uint32_t count;
+} cf_pack_writer;
+
+/* ---- tree ---- */
+typedef struct {
+    uint8_t kind; /* 0 blob, 1 hole */
+    uint64_t len; /* plaintext length (blob) or hole length */
+    cf_id id;
+} cf_content_item;
+
+typedef struct {
+    char *name; size_t len;
+} cf_xattr_name;
+
+typedef struct {
+    char *name;
+    uint8_t *value;
+    uint32_t value_len;
+} cf_xattr;
+
+typedef struct {
+    uint8_t type; /* cf_node_type */
+    char *name;
+    uint16_t name_len; /* names may contain any byte but '/' and NUL */
+    uint32_t mode, uid, gid;
+    char *user, *group;
+    int64_t mtime, atime, ctime;
+    uint64_t size, inode, dev, rdev;
+    uint32_t nlink;
+    uint8_t flags;
+    char *target;       /* symlink */
+    cf_xattr *xattrs;
+    uint16_t nxattrs;
+    cf_content_item *content;
+    uint32_t ncontent;
+    cf_id subtree;      /* dirs */
+} cf_node;
+
+typedef struct {
+    cf_node *nodes;
+    size_t count, cap;
+} cf_tree;
+
+void cf_tree__init(cf_tree *t);
+void cf_tree__free(cf_tree *t);
+void cf_node__free(cf_node *n);
+/* Append a node (takes ownership of its allocations). */
+int cf_tree__add(cf_tree *t, cf_node *n);
+void cf_tree__sort(cf_tree *t);
+const cf_node *cf_tree__find(const cf_tree *t, const char *name);
+int cf_tree__encode(cf_buf *out, const cf_tree *t);
+int cf_tree__decode(cf_tree *t, const uint8_t *data, size_t len);
+/* Deep copy of a node's allocations. */
+int cf_node__copy(cf_node *dst, const cf_node *src);
+
+/* ---- snapshot ---- */
+struct cf_snapshot {
+    char id[65];
+    int64_t time;
+    char *host, *username;
+    char **paths; size_t npaths;
+    char **tags; size_t ntags;
+    cf_backup_type type;
+    char *parent; /* hex or NULL */
+    cf_id tree;
+    char tree_hex[65];
+    char *source_kind, *source_name;
+    cf_backup_stats stats;
+    json_t *extra; /* unknown or source-specific fields, kept as they are */
+};
+
+int cf_snapshot__encode(cf_buf *out, const cf_snapshot *s);
+int cf_snapshot__decode(cf_snapshot **out, const uint8_t *data, size_t len, const char *id);
+
+/* ---- the repository handle ---- */
+struct cf_repo {
+    cf_storage *st;
+    char *url;
+    cf_config cfg;
+    cf_master_key mk;
+    cf_chunker *chunker;
+    cf_index index;
+    pthread_mutex_t mu;      /* guards index and pending writes */
+    cf_pack_writer packs[2]; /* one per blob type */
+    cf_id *new_packs; size_t n_new_packs, new_packs_cap; /* written since last index flush */
+    char **warnings; size_t nwarnings;
+    char lock_name[80];      /* held lock object, "" if none */
+    cf_lock_mode lock_mode;
+    double lock_refreshed;
+    uint64_t bytes_written;  /* pack and index bytes stored by this handle */
+};
+
+/* Sealed objects: index, snapshot, lock documents. */
+int cf_repo__seal_object(cf_buf *out, const cf_repo *r, uint8_t type, const void *pt, size_t len);
+int cf_repo__open_object(cf_buf *out, const cf_repo *r, uint8_t type, const uint8_t *data,
+                         size_t len, const char *name);
+/* Seal and store under "<dir>/<sha256 hex>"; out_name may be NULL. */
+int cf_repo__put_object(cf_repo *r, const char *dir, uint8_t type, const void *pt, size_t len,
+                        char out_name[65]);
+int cf_repo__get_object(cf_buf *out, cf_repo *r, const char *dir, uint8_t type, const char *name);
+
+/* Blob id of plaintext. */
+void cf_repo__blob_id(const cf_repo *r, cf_id *out, const void *data, size_t len);
+/* Store a blob unless the index has it. *out_added is the stored size (0 if deduplicated). */
+int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
+                      uint64_t *out_added);
+/* Store a blob whose compression is already decided (data = compressed or raw as comp says). */
+/* Read and verify a blob: plaintext into out (appended). */
+int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type);
+/* Write out partially filled packs, then an index file for the packs written since the last
+ * flush. */
+int cf_repo__flush(cf_repo *r);
+/* Load all index files into r->index (damaged ones are warnings). */
+int cf_repo__load_index(cf_repo *r);
+/* Trees. */
+int cf_repo__load_tree(cf_tree *out, cf_repo *r, const cf_id *id);
+int cf_repo__save_tree(cf_repo *r, const cf_tree *t, cf_id *out_id, uint64_t *out_added);
+
+/* Pack parsing, used by check: read the header of a pack's bytes. */
+typedef struct {
+    cf_id id;
+    uint8_t type, comp;
+    uint32_t offset, length, raw_len;
+} cf_pack_entry;
+int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *r,
+                         const uint8_t *pack, size_t len, const char *name);
+/* Decrypt and decompress one blob found in a pack: appends plaintext to out. */
+int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t pack_salt[16],
+                       const cf_pack_entry *e, const uint8_t *sealed, const char *name);
+/* Pack name helpers: "data/xx/<hex>". */
+void cf_pack__path(char out[80], const cf_id *id);
+
+void cf_repo__warn(cf_repo *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cf_repo__refresh_lock(cf_repo *r);
+
+/* Key slots. */
+int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *password,
+                    uint32_t log_n, char out_id[65]);
+int cf_keys__open(cf_master_key *out, cf_storage *st, const char *password, const char *url);
+
+/* Config. */
+int cf_config__write(cf_storage *st, const cf_config *c, const cf_master_key *mk);
+int cf_config__read(cf_config *out, cf_storage *st, const cf_master_key *mk, const char *url);
+int cf_config__read_unverified(cf_config *out, cf_buf *raw, cf_storage *st, const char *url);
+
+#endif
