@@ -356,7 +356,7 @@ def cmd_report(results_tsv, meta_tsv, out_json):
     for t in tools:
         for s, _ in STEPS:
             e = res[t].get(s)
-            if e and "wall_s" in e and s != "init":
+            if e and "wall_s" in e and s != "init" and e["status"] == "ok":
                 e["mib_per_s"] = round(dbytes / MiB / e["wall_s"], 1) if e["wall_s"] > 0 else None
 
     def ok(t, s):

@@ -33,6 +33,7 @@ typedef struct {
     cf_progress prog;
     double last_progress;
     int fatal;
+    uint64_t damaged; /* files not restored because repository data is damaged or missing */
 } rctx;
 
 static void rreport(rctx *c, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -214,6 +215,7 @@ static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, c
         }
         if (rc) {
             rreport(c, path, "%s", cf_error_last()->message);
+            c->damaged++;
             failed = true;
             break;
         }
@@ -250,8 +252,10 @@ static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, c
         rreport(c, path, "unable to set size: %s", strerror(errno));
         failed = true;
     }
-    if (!failed && c->o->verify && verify_file(c, fd, n, path))
+    if (!failed && c->o->verify && verify_file(c, fd, n, path)) {
+        c->damaged++;
         failed = true;
+    }
     if (failed) {
         close(fd);
         unlinkat(dirfd, n->name, 0); /* never leave a file that looks complete but is not */
@@ -331,6 +335,7 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
         if (rc == CF_ENOMEM)
             return rc;
         rreport(c, *spath ? spath : "/", "%s", cf_error_last()->message);
+        c->damaged++;
         return 0;
     }
     for (size_t i = 0; i < t.count && rc == 0 && !c->fatal; i++) {
@@ -532,7 +537,12 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     }
     if (rc == 0 && c.fatal)
         rc = c.fatal;
-    if (rc == 0 && c.st.errors)
+    if (rc == 0 && c.damaged)
+        rc = cf_error_set(CF_ECORRUPT, 0,
+                          "%llu errors while restoring snapshot %.8s: repository data is damaged "
+                          "or missing (the other files were restored)",
+                          (unsigned long long)c.st.errors, snap->id);
+    else if (rc == 0 && c.st.errors)
         rc = cf_error_set(CF_EPARTIAL, 0, "%llu errors while restoring snapshot %.8s",
                           (unsigned long long)c.st.errors, snap->id);
 out:

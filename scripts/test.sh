@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# test.sh - install what the tests need, build with warnings as errors, and run the whole
+# suite twice: a normal build, then under AddressSanitizer + UndefinedBehaviorSanitizer.
+# Usage: scripts/test.sh [--quick]   (--quick: skip the sanitizer pass)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+scripts/deps.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+run_suite() {
+  local preset=$1
+  echo "== build ($preset)"
+  cmake --preset "$preset" -DCOFFER_WERROR=ON >/dev/null
+  cmake --build "build/$preset" -j"$jobs"
+  echo "== test ($preset)"
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ctest --test-dir "build/$preset" --output-on-failure -j"$jobs" -LE slow
+}
+
+run_suite dev
+if [ "${1:-}" != "--quick" ]; then
+  run_suite asan
+fi
+echo "== all tests passed"
