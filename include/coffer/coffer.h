@@ -140,6 +140,7 @@ typedef struct {
     cf_backup_error_cb on_error;
     void *payload;
     double progress_interval;       /* seconds between progress calls; 0: 1 s */
+    unsigned threads;               /* compression/encryption workers; 0: one per CPU */
 } cf_backup_opts;
 
 /* Back up, publish the snapshot last, and return its id (65 bytes incl. NUL) and stats.

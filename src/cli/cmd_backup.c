@@ -106,7 +106,7 @@ static int read_exclude_file(cli_strs *ex, const char *file, char ***keep, size_
 
 int cmd_backup(int argc, char **argv)
 {
-    enum { O_TYPE = OPT_FIRST_LOCAL, O_TAG, O_HOST, O_EXCL, O_EXCLF, O_ONEFS, O_STDIN, O_STDIN_NAME, O_PARENT, O_TIME };
+    enum { O_TYPE = OPT_FIRST_LOCAL, O_TAG, O_HOST, O_EXCL, O_EXCLF, O_ONEFS, O_STDIN, O_STDIN_NAME, O_PARENT, O_TIME, O_THREADS };
     static const struct option opts[] = {
         CLI_COMMON_OPTIONS,
         {"type", required_argument, NULL, O_TYPE},
@@ -119,6 +119,7 @@ int cmd_backup(int argc, char **argv)
         {"stdin-name", required_argument, NULL, O_STDIN_NAME},
         {"parent", required_argument, NULL, O_PARENT},
         {"time", required_argument, NULL, O_TIME},
+        {"threads", required_argument, NULL, O_THREADS},
         {NULL, 0, NULL, 0},
     };
     cf_backup_opts o;
@@ -183,6 +184,16 @@ int cmd_backup(int argc, char **argv)
         case O_PARENT:
             o.parent = optarg;
             break;
+        case O_THREADS: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (end == optarg || *end || v < 1 || v > 256) {
+                rc = cli_usage("backup: --threads takes a number from 1 to 256");
+                goto out;
+            }
+            o.threads = (unsigned)v;
+            break;
+        }
         case O_TIME: {
             int64_t t;
             if (cf_time_parse(&t, optarg)) {

@@ -188,10 +188,7 @@ static int store_chunk(bctx *c, cf_node *n, uint32_t *cap, const uint8_t *data, 
     int rc = cf_repo__add_blob(c->r, CF_BLOB_DATA, &id, data, len, &added);
     if (rc)
         return rc;
-    if (added) {
-        c->st.bytes_added += added;
-        c->st.blobs_added++;
-    }
+    (void)added; /* accounted from the repository's counters at the end */
     return add_item(n, cap, 0, len, &id);
 }
 
@@ -830,6 +827,14 @@ int cf_backup(cf_repo *r, const cf_backup_opts *o, char out_id[65], cf_backup_st
 
     if ((rc = cf_repo_lock(r, CF_LOCK_SHARED)))
         goto out;
+    uint64_t written0 = r->bytes_written, claimed0 = r->blobs_claimed;
+    unsigned threads = o->threads;
+    if (threads == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = ncpu > 0 ? (unsigned)ncpu : 2;
+    }
+    if ((rc = cf_pipeline__start(r, threads)))
+        goto out;
     const char *kind = o->source_kind ? o->source_kind : (o->stdin_name ? "stdin" : "files");
     cf_backup_opts po = *o;
     po.source_kind = kind;
@@ -853,6 +858,10 @@ int cf_backup(cf_repo *r, const cf_backup_opts *o, char out_id[65], cf_backup_st
         goto out;
     if ((rc = cf_repo__flush(r)))
         goto out;
+    if ((rc = cf_pipeline__stop(r)))
+        goto out;
+    c.st.bytes_added = r->bytes_written - written0;
+    c.st.blobs_added = r->blobs_claimed - claimed0;
 
     snap.time = o->time_ns ? o->time_ns : cf_now_ns();
     snap.host = host;
@@ -885,6 +894,10 @@ int cf_backup(cf_repo *r, const cf_backup_opts *o, char out_id[65], cf_backup_st
         rc = cf_error_set(CF_EPARTIAL, 0, "snapshot %.8s saved, but %llu files could not be read",
                           id, (unsigned long long)c.st.errors);
 out:
+    if (r->pipe) {
+        int prc = cf_pipeline__stop(r);
+        (void)prc; /* the first error is already being returned */
+    }
     c.st.seconds = cf_mono_seconds() - t0;
     if (out_stats)
         *out_stats = c.st;

@@ -93,6 +93,25 @@ void cf_index__resolve_pending(cf_index *ix, const cf_id *id, uint32_t pack)
     }
 }
 
+void cf_index__fill_pending(cf_index *ix, const cf_id *id, uint32_t offset, uint32_t length,
+                            uint8_t comp)
+{
+    if (!ix->cap)
+        return;
+    size_t j = id_hash(id) & (ix->cap - 1);
+    while (ix->slots[j].used) {
+        if (cf_id_eq(&ix->slots[j].id, id)) {
+            if (ix->slots[j].pack == CF_INDEX_PENDING) {
+                ix->slots[j].offset = offset;
+                ix->slots[j].length = length;
+                ix->slots[j].comp = comp;
+            }
+            return;
+        }
+        j = (j + 1) & (ix->cap - 1);
+    }
+}
+
 static int find_pack(const cf_index *ix, const cf_id *pack, size_t *slot)
 {
     if (!ix->pack_slots_cap)

@@ -118,7 +118,9 @@ int cf_repo__put_object(cf_repo *r, const char *dir, uint8_t type, const void *p
     snprintf(path, sizeof(path), "%s/%s", dir, hex);
     if ((rc = cf_storage_put(r->st, path, sealed.data, sealed.len, 0)))
         goto out;
+    pthread_mutex_lock(&r->mu);
     r->bytes_written += sealed.len;
+    pthread_mutex_unlock(&r->mu);
     if (out_name)
         memcpy(out_name, hex, 65);
 out:

@@ -38,6 +38,22 @@ static void pack_key(uint8_t key[CF_KEY_LEN], const cf_repo *r, const uint8_t sa
     cf_kdf(key, r->mk.data, "coffer pack key", salt, 16);
 }
 
+void cf_pack__writer_init(cf_pack_writer *w)
+{
+    memset(w, 0, sizeof(*w));
+    cf_buf_init(&w->buf, 0);
+    cf_buf_init(&w->header, 0);
+    cf_buf_init(&w->scratch, 0);
+}
+
+void cf_pack__writer_free(cf_pack_writer *w)
+{
+    cf_buf_free(&w->buf);
+    cf_buf_free(&w->header);
+    cf_buf_free(&w->scratch);
+    cf_wipe(w->key, sizeof(w->key));
+}
+
 static int writer_start(cf_pack_writer *w, const cf_repo *r)
 {
     uint8_t prefix[PACK_PREFIX];
@@ -54,8 +70,9 @@ static int writer_start(cf_pack_writer *w, const cf_repo *r)
     return cf_buf_append(&w->buf, prefix, PACK_PREFIX);
 }
 
-/* Seal the header, store the pack, and point its blobs' index entries at it. */
-static int writer_finish(cf_repo *r, cf_pack_writer *w)
+/* Seal the header and store the pack (no lock held), then register it and point its blobs'
+ * index entries at it. */
+int cf_pack__writer_finish(cf_repo *r, cf_pack_writer *w)
 {
     int rc = 0;
     cf_buf hdr;
@@ -81,11 +98,12 @@ static int writer_finish(cf_repo *r, cf_pack_writer *w)
     cf_pack__path(path, &pid);
     if ((rc = cf_storage_put(r->st, path, w->buf.data, w->buf.len, 0)))
         goto out;
-    r->bytes_written += w->buf.len;
 
+    pthread_mutex_lock(&r->mu);
+    r->bytes_written += w->buf.len;
     uint32_t no;
     if ((rc = cf_index__pack_no(&r->index, &pid, &no)))
-        goto out;
+        goto unlock;
     cf_rd rd;
     cf_rd_init(&rd, w->header.data, w->header.len);
     for (uint32_t i = 0; i < w->count; i++) {
@@ -99,12 +117,14 @@ static int writer_finish(cf_repo *r, cf_pack_writer *w)
         cf_id *np = cf_realloc(r->new_packs, ncap * sizeof(*np));
         if (!np) {
             rc = CF_ENOMEM;
-            goto out;
+            goto unlock;
         }
         r->new_packs = np;
         r->new_packs_cap = ncap;
     }
     r->new_packs[r->n_new_packs++] = pid;
+unlock:
+    pthread_mutex_unlock(&r->mu);
     cf_buf_reset(&w->buf);
     cf_buf_reset(&w->header);
     w->count = 0;
@@ -118,34 +138,45 @@ void cf_repo__blob_id(const cf_repo *r, cf_id *out, const void *data, size_t len
     cf_hmac_sha256(out->b, r->mk.mac, data, len);
 }
 
-int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
-                      uint64_t *out_added)
+/* Reserve id in the index; false when it is already there (stored or in flight). */
+bool cf_repo__claim_blob(cf_repo *r, uint8_t type, const cf_id *id, size_t len)
+{
+    bool claimed = false;
+    pthread_mutex_lock(&r->mu);
+    if (!cf_index__get(&r->index, id)) {
+        cf_index_entry ie;
+        memset(&ie, 0, sizeof(ie));
+        ie.id = *id;
+        ie.pack = PACK_PENDING;
+        ie.raw_len = (uint32_t)len;
+        ie.type = type;
+        claimed = cf_index__add(&r->index, &ie) == 0;
+        if (claimed)
+            r->blobs_claimed++;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return claimed;
+}
+
+int cf_pack__writer_add(cf_repo *r, cf_pack_writer *w, uint8_t type, const cf_id *id,
+                        const void *data, size_t len, uint64_t *out_added)
 {
     int rc = 0, algo = CF_COMP_NONE;
-    uint8_t *ctmp = NULL;
     size_t clen = 0;
     *out_added = 0;
-    if (len > UINT32_MAX - 1024)
-        return cf_error_set(CF_EINVAL, 0, "blob of %zu bytes is too large", len);
-    pthread_mutex_lock(&r->mu);
-    if (cf_index__get(&r->index, id))
-        goto out;
-    cf_pack_writer *w = &r->packs[type == CF_BLOB_TREE ? 1 : 0];
     if (w->buf.len == 0 && (rc = writer_start(w, r)))
-        goto out;
+        return rc;
     const void *payload = data;
     size_t plen = len;
-    if (r->cfg.compression_level > 0 && len > 0) {
+    int level = r->cfg.compression_level;
+    if (level > 0 && len > 0) {
         size_t bound = cf_compress_bound(len);
-        ctmp = cf_malloc(bound);
-        if (!ctmp) {
-            rc = CF_ENOMEM;
-            goto out;
-        }
-        if ((rc = cf_compress(&algo, &clen, ctmp, bound, data, len, r->cfg.compression_level)))
-            goto out;
+        if ((rc = cf_buf_reserve(&w->scratch, bound)))
+            return rc;
+        if ((rc = cf_compress(&algo, &clen, w->scratch.data, bound, data, len, level)))
+            return rc;
         if (algo != CF_COMP_NONE) {
-            payload = ctmp;
+            payload = w->scratch.data;
             plen = clen;
         }
     }
@@ -153,10 +184,10 @@ int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *dat
     blob_aad(aad, id, type, (uint8_t)algo, (uint32_t)len);
     size_t sealed = plen + CF_SEAL_OVERHEAD;
     if ((rc = cf_buf_reserve(&w->buf, sealed)))
-        goto out;
+        return rc;
     uint32_t offset = (uint32_t)w->buf.len;
     if ((rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, aad, sizeof(aad), payload, plen)))
-        goto out;
+        return rc;
     w->buf.len += sealed;
     uint8_t e[PACK_ENTRY];
     e[0] = type;
@@ -167,26 +198,29 @@ int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *dat
     cf_le32_put(e + 12, (uint32_t)len);
     memcpy(e + 16, id->b, 32);
     if ((rc = cf_buf_append(&w->header, e, sizeof(e))))
-        goto out;
+        return rc;
     w->count++;
-    cf_index_entry ie;
-    memset(&ie, 0, sizeof(ie));
-    ie.id = *id;
-    ie.pack = PACK_PENDING;
-    ie.offset = offset;
-    ie.length = (uint32_t)sealed;
-    ie.raw_len = (uint32_t)len;
-    ie.type = type;
-    ie.comp = (uint8_t)algo;
-    if ((rc = cf_index__add(&r->index, &ie)))
-        goto out;
+    pthread_mutex_lock(&r->mu);
+    cf_index__fill_pending(&r->index, id, offset, (uint32_t)sealed, (uint8_t)algo);
+    pthread_mutex_unlock(&r->mu);
     *out_added = sealed;
     if (w->buf.len >= r->cfg.pack_size)
-        rc = writer_finish(r, w);
-out:
-    pthread_mutex_unlock(&r->mu);
-    free(ctmp);
+        rc = cf_pack__writer_finish(r, w);
     return rc;
+}
+
+int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
+                      uint64_t *out_added)
+{
+    *out_added = 0;
+    if (len > UINT32_MAX - 1024)
+        return cf_error_set(CF_EINVAL, 0, "blob of %zu bytes is too large", len);
+    if (!cf_repo__claim_blob(r, type, id, len))
+        return 0;
+    if (r->pipe)
+        return cf_pipeline__submit(r, type, id, data, len, out_added);
+    return cf_pack__writer_add(r, &r->packs[type == CF_BLOB_TREE ? 1 : 0], type, id, data, len,
+                               out_added);
 }
 
 int cf_repo__flush(cf_repo *r)
@@ -194,19 +228,26 @@ int cf_repo__flush(cf_repo *r)
     int rc = 0;
     cf_buf plain;
     cf_buf_init(&plain, 0);
-    pthread_mutex_lock(&r->mu);
-    for (int i = 0; i < 2; i++)
-        if ((rc = writer_finish(r, &r->packs[i])))
-            goto out;
-    if (r->n_new_packs == 0)
+    if (r->pipe && (rc = cf_pipeline__drain(r)))
         goto out;
-    if ((rc = cf_index__encode(&plain, &r->index, r->new_packs, r->n_new_packs)))
+    for (int i = 0; i < 2; i++)
+        if ((rc = cf_pack__writer_finish(r, &r->packs[i])))
+            goto out;
+    pthread_mutex_lock(&r->mu);
+    if (r->n_new_packs == 0) {
+        pthread_mutex_unlock(&r->mu);
+        goto out;
+    }
+    rc = cf_index__encode(&plain, &r->index, r->new_packs, r->n_new_packs);
+    pthread_mutex_unlock(&r->mu);
+    if (rc)
         goto out;
     if ((rc = cf_repo__put_object(r, "index", CF_OBJ_INDEX, plain.data, plain.len, NULL)))
         goto out;
+    pthread_mutex_lock(&r->mu);
     r->n_new_packs = 0;
-out:
     pthread_mutex_unlock(&r->mu);
+out:
     cf_buf_free(&plain);
     return rc;
 }

@@ -127,10 +127,8 @@ int cf_repo_open(cf_repo **out, const char *url, const char *password)
     cf_buf_init(&raw, 1 << 20);
     pthread_mutex_init(&r->mu, NULL);
     cf_index__init(&r->index);
-    for (int i = 0; i < 2; i++) {
-        cf_buf_init(&r->packs[i].buf, 0);
-        cf_buf_init(&r->packs[i].header, 0);
-    }
+    for (int i = 0; i < 2; i++)
+        cf_pack__writer_init(&r->packs[i]);
     if (!(r->url = cf_strdup(url))) {
         rc = CF_ENOMEM;
         goto out;
@@ -166,15 +164,14 @@ void cf_repo_close(cf_repo *r)
 {
     if (!r)
         return;
+    if (r->pipe)
+        cf_pipeline__stop(r);
     if (r->lock_name[0])
         cf_repo_unlock(r);
     cf_chunker_free(r->chunker);
     cf_index__free(&r->index);
-    for (int i = 0; i < 2; i++) {
-        cf_buf_free(&r->packs[i].buf);
-        cf_buf_free(&r->packs[i].header);
-        cf_wipe(r->packs[i].key, sizeof(r->packs[i].key));
-    }
+    for (int i = 0; i < 2; i++)
+        cf_pack__writer_free(&r->packs[i]);
     free(r->new_packs);
     for (size_t i = 0; i < r->nwarnings; i++)
         free(r->warnings[i]);

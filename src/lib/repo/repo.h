@@ -79,6 +79,9 @@ const cf_index_entry *cf_index__get(const cf_index *ix, const cf_id *id);
 #define CF_INDEX_PENDING UINT32_MAX
 /* Point a pending entry at the pack it was stored in. */
 void cf_index__resolve_pending(cf_index *ix, const cf_id *id, uint32_t pack);
+/* Record where a pending blob was placed within its (still open) pack. */
+void cf_index__fill_pending(cf_index *ix, const cf_id *id, uint32_t offset, uint32_t length,
+                            uint8_t comp);
 bool cf_index__has_pack(const cf_index *ix, const cf_id *pack);
 /* Serialise entries (all, or only those whose pack is in packs[] when filter) as an index
  * file plaintext. */
@@ -91,8 +94,12 @@ typedef struct {
     cf_buf buf;              /* the pack being built */
     uint8_t key[CF_KEY_LEN]; /* this pack's key */
     cf_buf header;           /* header entries */
+    cf_buf scratch;          /* compression output */
     uint32_t count;
 } cf_pack_writer;
+
+void cf_pack__writer_init(cf_pack_writer *w);
+void cf_pack__writer_free(cf_pack_writer *w);
 
 /* ---- tree ---- */
 typedef struct {
@@ -174,13 +181,15 @@ struct cf_repo {
     cf_chunker *chunker;
     cf_index index;
     pthread_mutex_t mu;      /* guards index and pending writes */
-    cf_pack_writer packs[2]; /* one per blob type */
+    cf_pack_writer packs[2]; /* one per blob type, for blobs added without the pipeline */
+    struct cf_pipeline *pipe; /* workers that compress, seal and store; NULL when off */
     cf_id *new_packs; size_t n_new_packs, new_packs_cap; /* written since last index flush */
     char **warnings; size_t nwarnings;
     char lock_name[80];      /* held lock object, "" if none */
     cf_lock_mode lock_mode;
     double lock_refreshed;
     uint64_t bytes_written;  /* pack and index bytes stored by this handle */
+    uint64_t blobs_claimed;  /* new blobs accepted by this handle */
 };
 
 /* Sealed objects: index, snapshot, lock documents. */
@@ -197,7 +206,24 @@ void cf_repo__blob_id(const cf_repo *r, cf_id *out, const void *data, size_t len
 /* Store a blob unless the index has it. *out_added is the stored size (0 if deduplicated). */
 int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
                       uint64_t *out_added);
-/* Store a blob whose compression is already decided (data = compressed or raw as comp says). */
+/* Reserve id in the index as pending; false when it is already known (stored or in flight). */
+bool cf_repo__claim_blob(cf_repo *r, uint8_t type, const cf_id *id, size_t len);
+/* Compress, seal and append a claimed blob to w; closes and stores w when full. */
+int cf_pack__writer_add(cf_repo *r, cf_pack_writer *w, uint8_t type, const cf_id *id,
+                        const void *data, size_t len, uint64_t *out_added);
+/* Close w: seal its header, store it, register the pack and its blobs. */
+int cf_pack__writer_finish(cf_repo *r, cf_pack_writer *w);
+
+/* The parallel pipeline: with it started, cf_repo__add_blob hands new blobs to worker threads
+ * (bounded queue: a slow backend slows the producer). drain waits for all queued blobs and
+ * closes the workers' packs; stop drains and joins. Errors of workers are returned by the
+ * next submit, drain or stop. bytes added are accounted in cf_pipeline__added. */
+int cf_pipeline__start(cf_repo *r, unsigned workers);
+int cf_pipeline__submit(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
+                        uint64_t *out_added);
+int cf_pipeline__drain(cf_repo *r);
+int cf_pipeline__stop(cf_repo *r);
+uint64_t cf_pipeline__added(cf_repo *r);
 /* Read and verify a blob: plaintext into out (appended). */
 int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type);
 /* Write out partially filled packs, then an index file for the packs written since the last

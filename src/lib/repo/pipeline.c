@@ -1,0 +1,236 @@
+/*
+ * pipeline.c - the parallel half of the write path: a bounded queue of new blobs and worker
+ * threads that compress, seal and append them to packs of their own (each worker has one
+ * open data pack and one tree pack, each with its own key), storing full packs themselves so
+ * that storage I/O overlaps other workers' CPU work. The producer (the backup walking the
+ * source, reading, chunking and hashing) blocks when the queue is full.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "repo/repo.h"
+
+typedef struct {
+    uint8_t type;
+    cf_id id;
+    uint8_t *data;
+    size_t len;
+} job;
+
+typedef struct {
+    struct cf_pipeline *p;
+    unsigned no;
+    cf_pack_writer w[2];
+} worker;
+
+struct cf_pipeline {
+    cf_repo *r;
+    pthread_t *threads;
+    worker *workers;
+    unsigned n, started;
+    job *q;
+    size_t cap, head, count;
+    pthread_mutex_t mu;
+    pthread_cond_t not_empty, not_full, idle;
+    unsigned busy;
+    bool stop;
+    int err;
+    char errmsg[1024];
+    uint64_t added;
+};
+
+static void record_error(struct cf_pipeline *p, int rc)
+{
+    /* called with p->mu held */
+    if (p->err)
+        return;
+    p->err = rc;
+    snprintf(p->errmsg, sizeof(p->errmsg), "%s", cf_error_last()->message);
+}
+
+static int raise_error(struct cf_pipeline *p)
+{
+    /* called with p->mu held: re-raise a worker's error in the calling thread */
+    return cf_error_set(p->err, 0, "%s", p->errmsg);
+}
+
+static void *work(void *arg)
+{
+    worker *w = arg;
+    struct cf_pipeline *p = w->p;
+    for (;;) {
+        pthread_mutex_lock(&p->mu);
+        while (!p->stop && p->count == 0)
+            pthread_cond_wait(&p->not_empty, &p->mu);
+        if (p->count == 0 && p->stop) {
+            pthread_mutex_unlock(&p->mu);
+            break;
+        }
+        job j = p->q[p->head];
+        p->head = (p->head + 1) % p->cap;
+        p->count--;
+        p->busy++;
+        bool failed = p->err != 0;
+        pthread_cond_signal(&p->not_full);
+        pthread_mutex_unlock(&p->mu);
+
+        uint64_t added = 0;
+        int rc = 0;
+        if (!failed)
+            rc = cf_pack__writer_add(p->r, &w->w[j.type == CF_BLOB_TREE ? 1 : 0], j.type, &j.id,
+                                     j.data, j.len, &added);
+        free(j.data);
+
+        pthread_mutex_lock(&p->mu);
+        p->busy--;
+        p->added += added;
+        if (rc)
+            record_error(p, rc);
+        if (p->count == 0 && p->busy == 0)
+            pthread_cond_broadcast(&p->idle);
+        if (rc)
+            pthread_cond_broadcast(&p->not_full); /* wake a blocked producer to see the error */
+        pthread_mutex_unlock(&p->mu);
+    }
+    return NULL;
+}
+
+int cf_pipeline__start(cf_repo *r, unsigned n)
+{
+    if (r->pipe)
+        return 0;
+    if (n == 0)
+        n = 1;
+    if (n > 256)
+        n = 256;
+    struct cf_pipeline *p = cf_calloc(1, sizeof(*p));
+    if (!p)
+        return CF_ENOMEM;
+    p->r = r;
+    p->n = n;
+    p->cap = (size_t)n * 2 + 2;
+    p->q = cf_calloc(p->cap, sizeof(job));
+    p->threads = cf_calloc(n, sizeof(pthread_t));
+    p->workers = cf_calloc(n, sizeof(worker));
+    if (!p->q || !p->threads || !p->workers) {
+        free(p->q);
+        free(p->threads);
+        free(p->workers);
+        free(p);
+        return CF_ENOMEM;
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->not_empty, NULL);
+    pthread_cond_init(&p->not_full, NULL);
+    pthread_cond_init(&p->idle, NULL);
+    for (unsigned i = 0; i < n; i++) {
+        p->workers[i].p = p;
+        p->workers[i].no = i;
+        cf_pack__writer_init(&p->workers[i].w[0]);
+        cf_pack__writer_init(&p->workers[i].w[1]);
+    }
+    r->pipe = p;
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&p->threads[i], NULL, work, &p->workers[i]) != 0) {
+            int rc = cf_error_set(CF_ENOMEM, 0, "unable to start worker thread %u", i);
+            cf_pipeline__stop(r);
+            return rc;
+        }
+        p->started++;
+    }
+    return 0;
+}
+
+int cf_pipeline__submit(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
+                        uint64_t *out_added)
+{
+    struct cf_pipeline *p = r->pipe;
+    *out_added = 0;
+    uint8_t *copy = cf_malloc(len ? len : 1);
+    if (!copy)
+        return CF_ENOMEM;
+    if (len)
+        memcpy(copy, data, len);
+    pthread_mutex_lock(&p->mu);
+    while (p->count == p->cap && !p->err)
+        pthread_cond_wait(&p->not_full, &p->mu);
+    if (p->err) {
+        int rc = raise_error(p);
+        pthread_mutex_unlock(&p->mu);
+        free(copy);
+        return rc;
+    }
+    job *j = &p->q[(p->head + p->count) % p->cap];
+    j->type = type;
+    j->id = *id;
+    j->data = copy;
+    j->len = len;
+    p->count++;
+    pthread_cond_signal(&p->not_empty);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+int cf_pipeline__drain(cf_repo *r)
+{
+    struct cf_pipeline *p = r->pipe;
+    int rc = 0;
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    while (p->count > 0 || p->busy > 0)
+        pthread_cond_wait(&p->idle, &p->mu);
+    if (p->err)
+        rc = raise_error(p);
+    pthread_mutex_unlock(&p->mu);
+    if (rc)
+        return rc;
+    /* workers are idle: close their packs from here */
+    for (unsigned i = 0; i < p->n && rc == 0; i++)
+        for (int k = 0; k < 2 && rc == 0; k++)
+            rc = cf_pack__writer_finish(r, &p->workers[i].w[k]);
+    return rc;
+}
+
+uint64_t cf_pipeline__added(cf_repo *r)
+{
+    struct cf_pipeline *p = r->pipe;
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    uint64_t a = p->added;
+    pthread_mutex_unlock(&p->mu);
+    return a;
+}
+
+int cf_pipeline__stop(cf_repo *r)
+{
+    struct cf_pipeline *p = r->pipe;
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->not_empty);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->started; i++)
+        pthread_join(p->threads[i], NULL);
+    int rc = p->err ? cf_error_set(p->err, 0, "%s", p->errmsg) : 0;
+    /* queued jobs left by an error are dropped */
+    for (size_t k = 0; k < p->count; k++)
+        free(p->q[(p->head + k) % p->cap].data);
+    for (unsigned i = 0; i < p->n; i++) {
+        cf_pack__writer_free(&p->workers[i].w[0]);
+        cf_pack__writer_free(&p->workers[i].w[1]);
+    }
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->not_empty);
+    pthread_cond_destroy(&p->not_full);
+    pthread_cond_destroy(&p->idle);
+    free(p->q);
+    free(p->threads);
+    free(p->workers);
+    free(p);
+    r->pipe = NULL;
+    return rc;
+}
