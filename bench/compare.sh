@@ -511,7 +511,8 @@ dataset_stats() {
 dataset_stats
 part_bytes() { find "$DATA/$1" -type f -printf '%s\n' | awk '{s += $1} END {printf "%d", s}'; }
 DATASET_PARTS="{\"system\": $(part_bytes sys), \"sql\": $(part_bytes sql), \"random\": $(part_bytes random), \"small\": $(part_bytes small)}"
-log "dataset: $DATASET_BYTES bytes ($((DATASET_BYTES / 1048576)) MiB), $DATASET_FILES files, $DATASET_DIRS dirs, $DATASET_LINKS symlinks"
+log "dataset: $DATASET_BYTES bytes ($(awk -v b="$DATASET_BYTES" 'BEGIN {printf "%.1f", b / 1048576}') MiB)," \
+    "$DATASET_FILES files, $DATASET_DIRS dirs, $DATASET_LINKS symlinks"
 echo "   parts (bytes): $DATASET_PARTS"
 
 # ---------------------------------------------------------------------------------------------
@@ -549,6 +550,13 @@ if has_tool coffer; then
   if [ -z "${DEAD[coffer]:-}" ] && [ ! -x "$COFFER_BIN" ]; then
     echo "!! coffer binary $COFFER_BIN is missing or not executable"
     DEAD[coffer]="no binary"
+  fi
+  if [ -z "${DEAD[coffer]:-}" ]; then
+    # Run a private copy, so a concurrent rebuild of the tree cannot swap the binary mid-run.
+    mkdir -p "$BENCH_DIR/bin"
+    cp -f "$COFFER_BIN" "$BENCH_DIR/bin/coffer"
+    log "coffer binary: $COFFER_BIN (copied to $BENCH_DIR/bin/coffer)"
+    COFFER_BIN=$BENCH_DIR/bin/coffer
   fi
 fi
 
@@ -604,9 +612,9 @@ step_cmd() {
     restic:restore)          CMD=(restic -r "$r" restore latest --target "$RESTORES/restic") ;;
     restic:check_read_data)  CMD=(restic -r "$r" check --read-data) ;;
     borg:init)               CMD=(borg init -e repokey-blake2 "$r") ;;
-    borg:backup_initial)     CMD=(borg create --compression zstd,3 "$r::s1" "$DNAME") ;;
-    borg:backup_unchanged)   CMD=(borg create --compression zstd,3 "$r::s2" "$DNAME") ;;
-    borg:backup_1pct)        CMD=(borg create --compression zstd,3 "$r::s3" "$DNAME") ;;
+    borg:backup_initial)     CMD=(borg create --compression "zstd,3" "$r::s1" "$DNAME") ;;
+    borg:backup_unchanged)   CMD=(borg create --compression "zstd,3" "$r::s2" "$DNAME") ;;
+    borg:backup_1pct)        CMD=(borg create --compression "zstd,3" "$r::s3" "$DNAME") ;;
     borg:restore)            CWD=$RESTORES/borg; CMD=(borg extract "$r::s3") ;;
     borg:check_read_data)    CMD=(borg check --verify-data "$r") ;;
     *) die "no command for $tool:$step" ;;

@@ -142,7 +142,9 @@ bool cf_compress_worthwhile(const void *src, size_t n)
     /*
      * Stage 2: near-uniform byte histogram. Random, compressed and encrypted data look like
      * this, but so do repeats of high-entropy blocks and sequences: a fast zstd pass over the
-     * samples tells them apart. It must save 1/32, the bar cf_compress sets.
+     * samples tells them apart. cf_compress wants 1/32 saved; the fast trial on small samples
+     * understates what level 3 on the whole blob achieves, so 1/64 here (on 1 MiB blocks of
+     * files under /usr: about 1% of compressible blocks missed, 0.1% tried in vain).
      */
     ZSTD_CCtx *cctx = tl_cctx();
     if (cctx == NULL)
@@ -153,11 +155,11 @@ bool cf_compress_worthwhile(const void *src, size_t n)
         size_t off = sample_at(n, s, &len);
         if (len == 0)
             continue;
-        size_t cap = len - len / 32u;
+        size_t cap = len - len / 64u;
         size_t r = ZSTD_compressCCtx(cctx, trial, cap, p + off, len, CF_TRIAL_LEVEL);
         packed += ZSTD_isError(r) ? len : r;
     }
-    return packed + total / 32u <= total;
+    return packed + total / 64u <= total;
 }
 
 /* ---- compress / decompress ---- */

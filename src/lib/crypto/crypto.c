@@ -226,8 +226,8 @@ int cf_aead_seal_nonce(uint8_t *out, const uint8_t key[CF_KEY_LEN],
         rc = cf_error_set(CF_ENOMEM, 0, "unable to create aes-256-gcm context");
         goto out;
     }
-    if (pt_len > 0 && pt == NULL) {
-        rc = cf_error_set(CF_EINVAL, 0, "unable to seal: no plaintext buffer");
+    if (out == NULL || (pt == NULL && pt_len > 0) || (aad == NULL && aad_len > 0)) {
+        rc = cf_error_set(CF_EINVAL, 0, "unable to seal: missing buffer");
         goto out;
     }
     if (out != nonce)
@@ -278,6 +278,10 @@ int cf_aead_open(uint8_t *out, const uint8_t key[CF_KEY_LEN], const void *aad, s
         goto out;
     }
     pt_len = ct_len - CF_SEAL_OVERHEAD;
+    if ((out == NULL && pt_len > 0) || (aad == NULL && aad_len > 0)) {
+        rc = cf_error_set(CF_EINVAL, 0, "unable to open sealed data: missing buffer");
+        goto out;
+    }
     c = tl_cipher();
     if (c == NULL) {
         rc = cf_error_set(CF_ENOMEM, 0, "unable to create aes-256-gcm context");

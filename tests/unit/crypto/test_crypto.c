@@ -308,6 +308,13 @@ static void test_aead_short(void **state)
     assert_int_equal(cf_aead_open(out, key, NULL, 0, ct, CF_SEAL_OVERHEAD - 1), CF_ECORRUPT);
     assert_int_equal(cf_error_last()->code, CF_ECORRUPT);
     assert_int_equal(cf_aead_open(out, key, NULL, 0, NULL, 0), CF_ECORRUPT);
+    /* Missing buffers are caller errors. */
+    uint8_t big[64] = {0};
+    assert_int_equal(cf_aead_open(NULL, key, NULL, 0, big, sizeof(big)), CF_EINVAL);
+    assert_int_equal(cf_aead_open(out, key, NULL, 3, big, CF_SEAL_OVERHEAD + 1), CF_EINVAL);
+    assert_int_equal(cf_aead_seal(NULL, key, NULL, 0, big, 1), CF_EINVAL);
+    assert_int_equal(cf_aead_seal(big, key, NULL, 0, NULL, 1), CF_EINVAL);
+    assert_int_equal(cf_aead_seal(big, key, NULL, 2, big + 32, 1), CF_EINVAL);
     /* Exactly the overhead with a bogus tag is an authentication failure, not corruption. */
     assert_int_equal(cf_aead_open(out, key, NULL, 0, ct, CF_SEAL_OVERHEAD), CF_EAUTH);
 }
