@@ -145,7 +145,11 @@ uint8_t cf_rd_u8(cf_rd *r)
 uint16_t cf_rd_u16(cf_rd *r)
 {
     const uint8_t *p = cf_rd_bytes(r, 2);
-    return p ? (uint16_t)(p[0] | p[1] << 8) : (uint16_t)0;
+    if (!p)
+        return 0;
+    uint16_t v = p[1];
+    v = (uint16_t)(v << 8);
+    return (uint16_t)(v | p[0]);
 }
 
 uint32_t cf_rd_u32(cf_rd *r)
