@@ -225,6 +225,60 @@ typedef struct {
  * reported through on_problem: the damaged object, and the snapshots and files affected). */
 int cf_check(cf_repo *repo, const cf_check_opts *opts, cf_check_stats *out_stats);
 
+/* ---------------------------------------------------------------- forget and prune */
+
+/* How snapshots are grouped before a policy applies to each group. */
+enum {
+    CF_GROUP_HOST = 1u << 0,
+    CF_GROUP_PATHS = 1u << 1,
+    CF_GROUP_TAGS = 1u << 2,
+    CF_GROUP_SOURCE = 1u << 3,
+};
+
+typedef struct {
+    int last, hourly, daily, weekly, monthly, yearly; /* 0: rule unused; -1: unlimited */
+    int64_t within_ns;             /* keep everything newer than the group's latest minus this */
+    const char *const *keep_tags;  /* keep snapshots carrying any of these; NULL-terminated */
+    unsigned group_by;             /* CF_GROUP_* bits; 0: host and paths */
+} cf_forget_policy;
+
+typedef struct {
+    cf_snapshot *snap;
+    bool keep;
+    char reasons[160]; /* "last, daily, monthly" for kept snapshots */
+    char *group;       /* the group's description */
+} cf_forget_item;
+
+/* Decide which snapshots (matching filter) a policy keeps. A policy with no rule is refused
+ * (CF_EINVAL): it would delete everything. Items are grouped, newest first within a group. */
+int cf_forget_plan(cf_forget_item **out, size_t *out_count, cf_repo *repo,
+                   const cf_forget_policy *policy, const cf_snapshot_filter *filter);
+/* Remove the snapshots the plan does not keep. Takes an exclusive lock. *out_removed counts. */
+int cf_forget_apply(cf_repo *repo, const cf_forget_item *items, size_t count, size_t *out_removed);
+void cf_forget_items_free(cf_forget_item *items, size_t count);
+
+typedef struct {
+    double max_unused_percent;  /* repack partly used packs while unused space exceeds this
+                                   share of the repository; default 5 */
+    uint64_t max_repack_bytes;  /* 0: unlimited */
+    bool dry_run;
+    cf_backup_error_cb on_message; /* progress and decisions, one line each; may be NULL */
+    void *payload;
+} cf_prune_opts;
+
+typedef struct {
+    uint64_t packs, packs_deleted, packs_repacked, packs_unindexed;
+    uint64_t blobs, blobs_used, blobs_removed;
+    uint64_t bytes_total, bytes_freed, bytes_repacked, bytes_unused_after;
+    uint64_t index_files_written, index_files_deleted;
+    double seconds;
+} cf_prune_stats;
+
+/* Remove data no snapshot references: delete unused packs, repack partly used ones, rewrite
+ * the index. Takes an exclusive lock (refuses with CF_ELOCKED while a backup runs). Safe to
+ * interrupt at any point: see docs/internals/prune.md. */
+int cf_prune(cf_repo *repo, const cf_prune_opts *opts, cf_prune_stats *out_stats);
+
 /* ---------------------------------------------------------------- stats and debugging */
 
 typedef struct {

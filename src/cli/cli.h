@@ -60,6 +60,8 @@ int cmd_check(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_cat(int argc, char **argv);
 int cmd_unlock(int argc, char **argv);
+int cmd_forget(int argc, char **argv);
+int cmd_prune(int argc, char **argv);
 
 
 

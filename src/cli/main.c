@@ -30,6 +30,8 @@ static const char *usage_text =
     "  restore SNAPSHOT[:PATH]   restore a snapshot into --target\n"
     "  dump SNAPSHOT PATH        write one file of a snapshot to stdout\n"
     "  check                     verify the repository (--read-data: every byte)\n"
+    "  forget --keep-*           remove snapshots by a retention policy (--prune: and their data)\n"
+    "  prune                     remove data no snapshot references\n"
     "  stats                     repository statistics\n"
     "  cat config|snapshot|index|tree|pack ID   show an object (debugging)\n"
     "  unlock                    remove stale locks\n"
@@ -301,6 +303,7 @@ static const struct {
     {"ls", cmd_ls},           {"find", cmd_find},       {"restore", cmd_restore},
     {"dump", cmd_dump},       {"check", cmd_check},     {"stats", cmd_stats},
     {"cat", cmd_cat},         {"unlock", cmd_unlock},   {"version", cmd_version},
+    {"forget", cmd_forget},   {"prune", cmd_prune},
 };
 
 int main(int argc, char **argv)

@@ -106,6 +106,17 @@ extern const cf_storage_ops cf_storage_mem_ops;
 int cf_storage_local_new(void **out_self, const char *path, unsigned flags);
 int cf_storage_mem_new(void **out_self, const char *name, unsigned flags);
 
+/* SFTP (libssh2; docs/storage/sftp.md). location is what follows "sftp:":
+ * "USER@HOST:/abs/path", "USER@HOST:rel/path" or "//USER@HOST[:PORT]/abs/path". Keys come from
+ * COFFER_SFTP_KEY (or ssh-agent, ~/.ssh/id_ed25519, ~/.ssh/id_rsa); host keys are checked
+ * against COFFER_SFTP_KNOWN_HOSTS or ~/.ssh/known_hosts (COFFER_SFTP_ACCEPT_NEW=1 records an
+ * unknown one). Connection failures are CF_ERETRYABLE; refused or unknown keys CF_EAUTH. */
+extern const cf_storage_ops cf_storage_sftp_ops;
+int cf_storage_sftp_new(void **out_self, const char *location, unsigned flags);
+/* Testing: the next n operations on any sftp storage find their connection dropped (the
+ * socket is shut down under them), which exercises reconnection. Returns 0 or CF_EINVAL. */
+int cf_storage_sftp_inject_drop(int n);
+
 /* ---- testing (mem driver only) ---- */
 /* Make every every_n-th call of op ("put", "get", "list", "remove", "stat") on the mem store
  * named store (without "mem:") fail with code (a negative CF_E*) before doing anything;

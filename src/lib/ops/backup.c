@@ -189,6 +189,8 @@ static int store_chunk(bctx *c, cf_node *n, uint32_t *cap, const uint8_t *data, 
     if (rc)
         return rc;
     (void)added; /* accounted from the repository's counters at the end */
+    if ((rc = cf_repo__maybe_checkpoint(c->r)) || (rc = cf_repo__refresh_lock(c->r)))
+        return rc;
     return add_item(n, cap, 0, len, &id);
 }
 

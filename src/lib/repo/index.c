@@ -93,6 +93,34 @@ void cf_index__resolve_pending(cf_index *ix, const cf_id *id, uint32_t pack)
     }
 }
 
+bool cf_index__remove(cf_index *ix, const cf_id *id)
+{
+    if (!ix->cap)
+        return false;
+    size_t mask = ix->cap - 1;
+    size_t j = id_hash(id) & mask;
+    while (ix->slots[j].used && !cf_id_eq(&ix->slots[j].id, id))
+        j = (j + 1) & mask;
+    if (!ix->slots[j].used)
+        return false;
+    /* backward-shift deletion keeps every probe sequence unbroken without tombstones */
+    size_t hole = j;
+    size_t k = (j + 1) & mask;
+    while (ix->slots[k].used) {
+        size_t home = id_hash(&ix->slots[k].id) & mask;
+        /* move k into the hole if its home is not in (hole, k] cyclically */
+        bool between = hole <= k ? (home > hole && home <= k) : (home > hole || home <= k);
+        if (!between) {
+            ix->slots[hole] = ix->slots[k];
+            hole = k;
+        }
+        k = (k + 1) & mask;
+    }
+    memset(&ix->slots[hole], 0, sizeof(ix->slots[hole]));
+    ix->count--;
+    return true;
+}
+
 void cf_index__fill_pending(cf_index *ix, const cf_id *id, uint32_t offset, uint32_t length,
                             uint8_t comp)
 {

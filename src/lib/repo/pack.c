@@ -223,32 +223,99 @@ int cf_repo__add_blob(cf_repo *r, uint8_t type, const cf_id *id, const void *dat
                                out_added);
 }
 
-int cf_repo__flush(cf_repo *r)
+/* Write an index file for the packs finished since the last one. */
+static int write_index(cf_repo *r)
 {
     int rc = 0;
     cf_buf plain;
     cf_buf_init(&plain, 0);
-    if (r->pipe && (rc = cf_pipeline__drain(r)))
-        goto out;
-    for (int i = 0; i < 2; i++)
-        if ((rc = cf_pack__writer_finish(r, &r->packs[i])))
-            goto out;
+    size_t n = 0;
+    cf_id *packs = NULL;
     pthread_mutex_lock(&r->mu);
-    if (r->n_new_packs == 0) {
+    n = r->n_new_packs;
+    if (n) {
+        rc = cf_index__encode(&plain, &r->index, r->new_packs, n);
+        packs = r->new_packs;
+        /* the list is handed over; new packs start a fresh one */
+        r->new_packs = NULL;
+        r->n_new_packs = 0;
+        r->new_packs_cap = 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (n == 0 || rc)
+        goto out;
+    char name[65];
+    if ((rc = cf_repo__put_object(r, "index", CF_OBJ_INDEX, plain.data, plain.len, name))) {
+        /* give the packs back so a later attempt indexes them */
+        pthread_mutex_lock(&r->mu);
+        for (size_t i = 0; i < n; i++) {
+            if (r->n_new_packs == r->new_packs_cap) {
+                size_t ncap = r->new_packs_cap ? r->new_packs_cap * 2 : 64;
+                cf_id *np = realloc(r->new_packs, ncap * sizeof(*np));
+                if (!np)
+                    break;
+                r->new_packs = np;
+                r->new_packs_cap = ncap;
+            }
+            r->new_packs[r->n_new_packs++] = packs[i];
+        }
         pthread_mutex_unlock(&r->mu);
         goto out;
     }
-    rc = cf_index__encode(&plain, &r->index, r->new_packs, r->n_new_packs);
-    pthread_mutex_unlock(&r->mu);
-    if (rc)
-        goto out;
-    if ((rc = cf_repo__put_object(r, "index", CF_OBJ_INDEX, plain.data, plain.len, NULL)))
-        goto out;
     pthread_mutex_lock(&r->mu);
-    r->n_new_packs = 0;
+    char (*w)[65] = realloc(r->written_indexes, (r->n_written_indexes + 1) * sizeof(*w));
+    if (w) {
+        r->written_indexes = w;
+        memcpy(w[r->n_written_indexes++], name, 65);
+    }
+    r->last_checkpoint = cf_mono_seconds();
     pthread_mutex_unlock(&r->mu);
 out:
+    free(packs);
     cf_buf_free(&plain);
+    return rc;
+}
+
+int cf_repo__flush(cf_repo *r)
+{
+    int rc = 0;
+    if (r->pipe && (rc = cf_pipeline__drain(r)))
+        return rc;
+    for (int i = 0; i < 2; i++)
+        if ((rc = cf_pack__writer_finish(r, &r->packs[i])))
+            return rc;
+    return write_index(r);
+}
+
+#define CHECKPOINT_PACKS 4
+#define CHECKPOINT_SECONDS 30.0
+
+int cf_repo__maybe_checkpoint(cf_repo *r)
+{
+    pthread_mutex_lock(&r->mu);
+    if (r->last_checkpoint == 0)
+        r->last_checkpoint = cf_mono_seconds();
+    bool due = r->n_new_packs >= CHECKPOINT_PACKS ||
+               (r->n_new_packs > 0 && cf_mono_seconds() - r->last_checkpoint >= CHECKPOINT_SECONDS);
+    pthread_mutex_unlock(&r->mu);
+    return due ? write_index(r) : 0;
+}
+
+int cf_repo__remove_flushed_indexes(cf_repo *r, const char *keep, uint64_t *count)
+{
+    int rc = 0;
+    for (size_t i = 0; i < r->n_written_indexes && rc == 0; i++) {
+        if (keep && strcmp(r->written_indexes[i], keep) == 0)
+            continue;
+        char path[80];
+        snprintf(path, sizeof(path), "index/%s", r->written_indexes[i]);
+        rc = cf_storage_remove(r->st, path);
+        if (rc == CF_ENOTFOUND)
+            rc = 0;
+        else if (rc == 0)
+            (*count)++;
+    }
+    r->n_written_indexes = 0;
     return rc;
 }
 

@@ -173,6 +173,7 @@ void cf_repo_close(cf_repo *r)
     for (int i = 0; i < 2; i++)
         cf_pack__writer_free(&r->packs[i]);
     free(r->new_packs);
+    free(r->written_indexes);
     for (size_t i = 0; i < r->nwarnings; i++)
         free(r->warnings[i]);
     free(r->warnings);

@@ -75,6 +75,8 @@ int cf_index__pack_no(cf_index *ix, const cf_id *pack, uint32_t *out);
 /* Add an entry (pack given by number); an existing id keeps its first location. */
 int cf_index__add(cf_index *ix, const cf_index_entry *e);
 const cf_index_entry *cf_index__get(const cf_index *ix, const cf_id *id);
+/* Remove an entry; false when absent. */
+bool cf_index__remove(cf_index *ix, const cf_id *id);
 /* Pack number of blobs added to a pack still being written. */
 #define CF_INDEX_PENDING UINT32_MAX
 /* Point a pending entry at the pack it was stored in. */
@@ -190,6 +192,8 @@ struct cf_repo {
     double lock_refreshed;
     uint64_t bytes_written;  /* pack and index bytes stored by this handle */
     uint64_t blobs_claimed;  /* new blobs accepted by this handle */
+    char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */
+    double last_checkpoint;  /* when an index checkpoint was last written */
 };
 
 /* Sealed objects: index, snapshot, lock documents. */
@@ -229,6 +233,12 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type);
 /* Write out partially filled packs, then an index file for the packs written since the last
  * flush. */
 int cf_repo__flush(cf_repo *r);
+/* Remove the index files this handle wrote, except keep (a name, may be NULL); adds the
+ * number removed to *count. */
+int cf_repo__remove_flushed_indexes(cf_repo *r, const char *keep, uint64_t *count);
+/* During a long backup: write an index for the packs finished so far when enough have
+ * accumulated, so an interrupted backup's data is reused by the next one. */
+int cf_repo__maybe_checkpoint(cf_repo *r);
 /* Load all index files into r->index (damaged ones are warnings). */
 int cf_repo__load_index(cf_repo *r);
 /* Trees. */
