@@ -158,6 +158,7 @@ typedef struct {
     bool overwrite;                 /* allow a non-empty target, replace existing files */
     bool verify;                    /* re-read what was written and compare with the ids */
     bool no_owner;                  /* do not restore owners even as root */
+    unsigned threads;               /* parallel file writers; 0: one per CPU */
     cf_progress_cb progress;
     cf_backup_error_cb on_error;
     void *payload;
@@ -171,7 +172,9 @@ typedef struct {
 } cf_restore_stats;
 
 /* Restore a snapshot. CF_EPARTIAL when some files could not be restored (reported through
- * on_error), the rest being restored. */
+ * on_error, which may be called from several threads, one call at a time), the rest being
+ * restored; CF_ECORRUPT when some could not be restored because repository data is damaged
+ * or missing. */
 int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *opts,
                cf_restore_stats *out_stats);
 

@@ -63,7 +63,7 @@ static int resolve(cf_repo *repo, char *spec, cf_snapshot **out, const char **su
 
 int cmd_restore(int argc, char **argv)
 {
-    enum { O_TARGET = OPT_FIRST_LOCAL, O_INCL, O_EXCL, O_OVER, O_VERIFY, O_HOST, O_NOOWNER };
+    enum { O_TARGET = OPT_FIRST_LOCAL, O_INCL, O_EXCL, O_OVER, O_VERIFY, O_HOST, O_NOOWNER, O_THREADS };
     static const struct option opts[] = {
         CLI_COMMON_OPTIONS,
         {"target", required_argument, NULL, O_TARGET},
@@ -73,6 +73,7 @@ int cmd_restore(int argc, char **argv)
         {"verify", no_argument, NULL, O_VERIFY},
         {"host", required_argument, NULL, O_HOST},
         {"no-owner", no_argument, NULL, O_NOOWNER},
+        {"threads", required_argument, NULL, O_THREADS},
         {NULL, 0, NULL, 0},
     };
     cf_restore_opts o;
@@ -99,6 +100,16 @@ int cmd_restore(int argc, char **argv)
         case O_VERIFY: o.verify = true; break;
         case O_HOST: f.host = optarg; break;
         case O_NOOWNER: o.no_owner = true; break;
+        case O_THREADS: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (end == optarg || *end || v < 1 || v > 256) {
+                rc = cli_usage("restore: --threads takes a number from 1 to 256");
+                goto out;
+            }
+            o.threads = (unsigned)v;
+            break;
+        }
         default:
             rc = cli_usage("restore: unknown or incomplete option '%s'", argv[optind - 1]);
             goto out;

@@ -117,6 +117,13 @@ int cf_storage_sftp_new(void **out_self, const char *location, unsigned flags);
  * socket is shut down under them), which exercises reconnection. Returns 0 or CF_EINVAL. */
 int cf_storage_sftp_inject_drop(int n);
 
+/* S3 and S3-compatible stores (docs/storage/s3.md). location is what follows "s3:":
+ * "BUCKET[/PREFIX]" (AWS, virtual-host style) or "http[s]://HOST[:PORT]/BUCKET[/PREFIX]" (path
+ * style), optionally followed by "?storage_class=...&sse=...&object_lock=...&retain_days=N".
+ * Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) or AWS_PROFILE. */
+extern const cf_storage_ops cf_storage_s3_ops;
+int cf_storage_s3_new(void **out_self, const char *location, unsigned flags);
+
 /* ---- testing (mem driver only) ---- */
 /* Make every every_n-th call of op ("put", "get", "list", "remove", "stat") on the mem store
  * named store (without "mem:") fail with code (a negative CF_E*) before doing anything;

@@ -6,6 +6,7 @@
  */
 #include <dirent.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +22,24 @@ typedef struct {
     char *rel; /* path relative to the target root */
 } link_rec;
 
+typedef struct fjob {
+    int fd;       /* the created file, written by a worker */
+    int dirfd;    /* its directory, to remove it on failure */
+    cf_node node; /* a copy: the tree it came from is freed before the job runs */
+    char *path;   /* for messages */
+} fjob;
+
 typedef struct {
     cf_repo *r;
     const cf_restore_opts *o;
     cf_restore_stats st;
+    pthread_mutex_t mu; /* guards st, prog, damaged, fatal and the queue */
+    pthread_cond_t not_empty, not_full, idle;
+    fjob *q;
+    size_t qcap, qhead, qcount, busy;
+    bool stop;
+    pthread_t *threads;
+    unsigned nthreads;
     int rootfd;
     bool root;
     cf_buf blob;
@@ -44,11 +59,14 @@ static void rreport(rctx *c, const char *path, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    pthread_mutex_lock(&c->mu);
     c->st.errors++;
     if (c->o->on_error)
         c->o->on_error(path, msg, c->o->payload);
+    pthread_mutex_unlock(&c->mu);
 }
 
+/* Called with c->mu held. */
 static void rprogress(rctx *c, const char *path)
 {
     if (!c->o->progress)
@@ -176,28 +194,13 @@ static int verify_file(rctx *c, int fd, const cf_node *n, const char *path)
     return 0;
 }
 
-static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, const char *path)
+/* Write a created file's content, check it, apply its metadata; on failure remove it.
+ * Runs in a worker thread (or inline without workers). */
+static void fill_file(rctx *c, cf_buf *blob, fjob *j)
 {
-    int rc = 0;
-    if (clear_slot(c, dirfd, n->name, path, false))
-        return 0;
-    /* hard links: a second name for an inode already restored */
-    if (n->nlink > 1) {
-        for (size_t i = 0; i < c->nlinks; i++) {
-            if (c->links[i].dev == n->dev && c->links[i].inode == n->inode) {
-                if (linkat(c->rootfd, c->links[i].rel, dirfd, n->name, 0) == 0) {
-                    c->st.files++;
-                    return 0;
-                }
-                break; /* fall back to writing a copy */
-            }
-        }
-    }
-    int fd = openat(dirfd, n->name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rreport(c, path, "unable to create: %s", strerror(errno));
-        return 0;
-    }
+    const cf_node *n = &j->node;
+    const char *path = j->path;
+    int fd = j->fd;
     uint64_t off = 0;
     bool failed = false;
     for (uint32_t i = 0; i < n->ncontent && !failed; i++) {
@@ -206,36 +209,46 @@ static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, c
             off += it->len;
             continue;
         }
-        cf_buf_reset(&c->blob);
-        rc = cf_repo__read_blob(&c->blob, c->r, &it->id, CF_BLOB_DATA);
-        if (rc == CF_ENOMEM || rc == CF_ERETRYABLE) {
-            c->fatal = rc;
+        cf_buf_reset(blob);
+        int rc = cf_repo__read_blob(blob, c->r, &it->id, CF_BLOB_DATA);
+        if (rc == CF_ENOMEM) {
+            pthread_mutex_lock(&c->mu);
+            if (!c->fatal)
+                c->fatal = rc;
+            pthread_mutex_unlock(&c->mu);
             failed = true;
             break;
         }
         if (rc) {
             rreport(c, path, "%s", cf_error_last()->message);
+            pthread_mutex_lock(&c->mu);
             c->damaged++;
+            pthread_mutex_unlock(&c->mu);
             failed = true;
             break;
         }
-        if (c->blob.len != it->len) {
-            rreport(c, path, "blob length %zu differs from the tree's %llu", c->blob.len,
+        if (blob->len != it->len) {
+            rreport(c, path, "blob length %zu differs from the tree's %llu", blob->len,
                     (unsigned long long)it->len);
             failed = true;
             break;
         }
-        if (!(c->blob.len >= 4096 && all_zero(c->blob.data, c->blob.len))) {
+        if (!(blob->len >= 4096 && all_zero(blob->data, blob->len))) {
             size_t done = 0;
-            while (done < c->blob.len) {
-                ssize_t k = pwrite(fd, c->blob.data + done, c->blob.len - done, (off_t)(off + done));
+            while (done < blob->len) {
+                ssize_t k = pwrite(fd, blob->data + done, blob->len - done, (off_t)(off + done));
                 if (k < 0 && errno == EINTR)
                     continue;
                 if (k < 0) {
-                    rreport(c, path, "unable to write: %s", strerror(errno));
-                    if (errno == ENOSPC || errno == EDQUOT) {
-                        c->fatal = cf_error_set(CF_ENOSPACE, errno, "unable to write '%s': %s",
-                                                path, strerror(errno));
+                    int e = errno;
+                    rreport(c, path, "unable to write: %s", strerror(e));
+                    if (e == ENOSPC || e == EDQUOT) {
+                        int code = cf_error_set(CF_ENOSPACE, e, "unable to write '%s': %s", path,
+                                                strerror(e));
+                        pthread_mutex_lock(&c->mu);
+                        if (!c->fatal)
+                            c->fatal = code;
+                        pthread_mutex_unlock(&c->mu);
                     }
                     failed = true;
                     break;
@@ -244,43 +257,198 @@ static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, c
             }
         }
         off += it->len;
+        pthread_mutex_lock(&c->mu);
         c->st.bytes += it->len;
         c->prog.bytes_done += it->len;
         rprogress(c, path);
+        pthread_mutex_unlock(&c->mu);
     }
     if (!failed && ftruncate(fd, (off_t)off) != 0) {
         rreport(c, path, "unable to set size: %s", strerror(errno));
         failed = true;
     }
     if (!failed && c->o->verify && verify_file(c, fd, n, path)) {
+        pthread_mutex_lock(&c->mu);
         c->damaged++;
+        pthread_mutex_unlock(&c->mu);
         failed = true;
     }
     if (failed) {
+        /* never leave a file that looks complete but is not (also empties other links) */
+        if (ftruncate(fd, 0) != 0) {
+            /* removed below anyway */
+        }
         close(fd);
-        unlinkat(dirfd, n->name, 0); /* never leave a file that looks complete but is not */
-        return 0;
+        unlinkat(j->dirfd, n->name, 0);
+        return;
     }
     apply_meta_fd(c, fd, n, path);
     close(fd);
+    pthread_mutex_lock(&c->mu);
     c->st.files++;
     c->prog.files_done++;
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int get_fatal(rctx *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int f = c->fatal;
+    pthread_mutex_unlock(&c->mu);
+    return f;
+}
+
+static void job_free(fjob *j)
+{
+    if (j->dirfd >= 0)
+        close(j->dirfd);
+    cf_node__free(&j->node);
+    free(j->path);
+}
+
+static void *restore_worker(void *arg)
+{
+    rctx *c = arg;
+    cf_buf blob;
+    cf_buf_init(&blob, 0);
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        while (!c->stop && c->qcount == 0)
+            pthread_cond_wait(&c->not_empty, &c->mu);
+        if (c->qcount == 0) {
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        fjob j = c->q[c->qhead];
+        c->qhead = (c->qhead + 1) % c->qcap;
+        c->qcount--;
+        c->busy++;
+        bool skip = c->fatal != 0;
+        pthread_cond_signal(&c->not_full);
+        pthread_mutex_unlock(&c->mu);
+        if (skip) {
+            close(j.fd);
+            unlinkat(j.dirfd, j.node.name, 0);
+        } else {
+            fill_file(c, &blob, &j);
+        }
+        job_free(&j);
+        pthread_mutex_lock(&c->mu);
+        c->busy--;
+        if (c->qcount == 0 && c->busy == 0)
+            pthread_cond_broadcast(&c->idle);
+        pthread_mutex_unlock(&c->mu);
+    }
+    cf_buf_free(&blob);
+    return NULL;
+}
+
+/* Hand a created file to the workers (or fill it here when there are none). */
+static int submit_file(rctx *c, int fd, int dirfd, const cf_node *n, const char *path)
+{
+    fjob j;
+    memset(&j, 0, sizeof(j));
+    j.fd = fd;
+    j.dirfd = dup(dirfd);
+    j.path = cf_strdup(path);
+    if (j.dirfd < 0 || !j.path || cf_node__copy(&j.node, n)) {
+        close(fd);
+        unlinkat(dirfd, n->name, 0);
+        job_free(&j);
+        return cf_error_set(CF_ENOMEM, errno, "unable to queue '%s'", path);
+    }
+    if (c->nthreads == 0) {
+        fill_file(c, &c->blob, &j);
+        job_free(&j);
+        return 0;
+    }
+    pthread_mutex_lock(&c->mu);
+    while (c->qcount == c->qcap)
+        pthread_cond_wait(&c->not_full, &c->mu);
+    c->q[(c->qhead + c->qcount) % c->qcap] = j;
+    c->qcount++;
+    pthread_cond_signal(&c->not_empty);
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
+static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, const char *path)
+{
+    if (clear_slot(c, dirfd, n->name, path, false))
+        return 0;
+    /* hard links: a second name for an inode already created */
+    if (n->nlink > 1) {
+        for (size_t i = 0; i < c->nlinks; i++) {
+            if (c->links[i].dev == n->dev && c->links[i].inode == n->inode) {
+                if (linkat(c->rootfd, c->links[i].rel, dirfd, n->name, 0) == 0) {
+                    pthread_mutex_lock(&c->mu);
+                    c->st.files++;
+                    pthread_mutex_unlock(&c->mu);
+                    return 0;
+                }
+                break; /* fall back to writing a copy */
+            }
+        }
+    }
+    int fd = openat(dirfd, n->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rreport(c, path, "unable to create: %s", strerror(errno));
+        return 0;
+    }
     if (n->nlink > 1) {
         if (c->nlinks == c->links_cap) {
             size_t ncap = c->links_cap ? c->links_cap * 2 : 16;
             link_rec *p = cf_realloc(c->links, ncap * sizeof(*p));
-            if (!p)
+            if (!p) {
+                close(fd);
                 return CF_ENOMEM;
+            }
             c->links = p;
             c->links_cap = ncap;
         }
-        if (!(c->links[c->nlinks].rel = cf_strdup(rel)))
+        if (!(c->links[c->nlinks].rel = cf_strdup(rel))) {
+            close(fd);
             return CF_ENOMEM;
+        }
         c->links[c->nlinks].dev = n->dev;
         c->links[c->nlinks].inode = n->inode;
         c->nlinks++;
     }
+    return submit_file(c, fd, dirfd, n, path);
+}
+
+static int start_workers(rctx *c, unsigned n)
+{
+    c->qcap = (size_t)n * 4;
+    if (n == 0)
+        return 0;
+    c->q = cf_calloc(c->qcap, sizeof(fjob));
+    c->threads = cf_calloc(n, sizeof(pthread_t));
+    if (!c->q || !c->threads)
+        return CF_ENOMEM;
+    for (unsigned i = 0; i < n; i++) {
+        if (pthread_create(&c->threads[i], NULL, restore_worker, c) != 0)
+            break;
+        c->nthreads++;
+    }
     return 0;
+}
+
+/* Wait for every queued file, then stop the workers. */
+static void stop_workers(rctx *c)
+{
+    if (!c->threads)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stop = true;
+    pthread_cond_broadcast(&c->not_empty);
+    pthread_mutex_unlock(&c->mu);
+    for (unsigned i = 0; i < c->nthreads; i++)
+        pthread_join(c->threads[i], NULL);
+    free(c->threads);
+    free(c->q);
+    c->threads = NULL;
+    c->q = NULL;
 }
 
 static void restore_special(rctx *c, int dirfd, const cf_node *n, const char *path)
@@ -338,7 +506,7 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
         c->damaged++;
         return 0;
     }
-    for (size_t i = 0; i < t.count && rc == 0 && !c->fatal; i++) {
+    for (size_t i = 0; i < t.count && rc == 0 && !get_fatal(c); i++) {
         const cf_node *n = &t.nodes[i];
         char *sp = cf_ops__join(*spath ? spath : "/", n->name, n->name_len);
         char *rp = *rel ? cf_ops__join(rel, n->name, n->name_len) : cf_strndup(n->name, n->name_len);
@@ -395,7 +563,7 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
         free(rp);
     }
     cf_tree__free(&t);
-    return rc ? rc : c->fatal;
+    return rc ? rc : get_fatal(c);
 }
 
 /* Find the node at path ("/a/b") starting from the snapshot root. On success *out is a copy. */
@@ -513,6 +681,10 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     double t0 = cf_mono_seconds();
     memset(&c, 0, sizeof(c));
     memset(&top, 0, sizeof(top));
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.not_empty, NULL);
+    pthread_cond_init(&c.not_full, NULL);
+    pthread_cond_init(&c.idle, NULL);
     c.r = repo;
     c.o = o;
     c.rootfd = -1;
@@ -527,6 +699,13 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     if ((rc = cf_repo_lock(repo, CF_LOCK_SHARED)))
         goto out;
     uint64_t count = 0;
+    unsigned threads = o->threads;
+    if (threads == 0) {
+        long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = ncpu > 1 ? (unsigned)ncpu : 2;
+    }
+    if ((rc = start_workers(&c, threads)))
+        goto out;
     if (top.type == CF_NODE_DIR) {
         const char *sp = o->subpath && strcmp(o->subpath, "/") != 0 ? o->subpath : "";
         rc = restore_tree(&c, c.rootfd, "", sp, &top.subtree, &count);
@@ -535,6 +714,7 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     } else {
         restore_special(&c, c.rootfd, &top, o->subpath);
     }
+    stop_workers(&c);
     if (rc == 0 && c.fatal)
         rc = c.fatal;
     if (rc == 0 && c.damaged)
@@ -546,6 +726,7 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
         rc = cf_error_set(CF_EPARTIAL, 0, "%llu errors while restoring snapshot %.8s",
                           (unsigned long long)c.st.errors, snap->id);
 out:
+    stop_workers(&c);
     cf_repo_unlock(repo);
     c.st.seconds = cf_mono_seconds() - t0;
     if (out_stats)
@@ -557,6 +738,10 @@ out:
         free(c.links[i].rel);
     free(c.links);
     cf_buf_free(&c.blob);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.not_empty);
+    pthread_cond_destroy(&c.not_full);
+    pthread_cond_destroy(&c.idle);
     return rc;
 }
 

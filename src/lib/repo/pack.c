@@ -363,6 +363,41 @@ out:
     return rc;
 }
 
+/* The salt of pack number no, from the cache or storage. */
+static int pack_salt(cf_repo *r, uint32_t no, const char *path, uint8_t out[16])
+{
+    pthread_mutex_lock(&r->mu);
+    if (no < r->nsalts && r->salts[no][16]) {
+        memcpy(out, r->salts[no], 16);
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+    pthread_mutex_unlock(&r->mu);
+    uint8_t *salt = NULL;
+    size_t n = 0;
+    int rc = cf_storage_get(r->st, path, 8, 16, &salt, &n);
+    if (rc)
+        return rc;
+    memcpy(out, salt, 16);
+    free(salt);
+    pthread_mutex_lock(&r->mu);
+    if (no >= r->nsalts) {
+        size_t ncap = r->index.npacks > no ? r->index.npacks : (size_t)no + 1;
+        uint8_t (*ns)[17] = realloc(r->salts, ncap * sizeof(*ns));
+        if (ns) {
+            memset(ns + r->nsalts, 0, (ncap - r->nsalts) * sizeof(*ns));
+            r->salts = ns;
+            r->nsalts = ncap;
+        }
+    }
+    if (no < r->nsalts) {
+        memcpy(r->salts[no], out, 16);
+        r->salts[no][16] = 1;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return 0;
+}
+
 int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
 {
     char hex[65], path[80];
@@ -370,8 +405,12 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
     pthread_mutex_lock(&r->mu);
     const cf_index_entry *ie = cf_index__get(&r->index, id);
     cf_index_entry e;
-    if (ie)
+    cf_id pack;
+    if (ie) {
         e = *ie;
+        if (e.pack < r->index.npacks)
+            pack = r->index.packs[e.pack];
+    }
     pthread_mutex_unlock(&r->mu);
     if (!ie)
         return cf_error_set(CF_ENOTFOUND, 0, "blob %.16s is not in the index", hex);
@@ -379,10 +418,11 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
         return cf_error_set(CF_ENOTFOUND, 0, "blob %.16s is not yet stored", hex);
     if (e.type != type)
         return cf_error_set(CF_ECORRUPT, 0, "blob %.16s has type %u, expected %u", hex, e.type, type);
-    cf_pack__path(path, &r->index.packs[e.pack]);
-    uint8_t *salt = NULL, *sealed = NULL;
-    size_t n1 = 0, n2 = 0;
-    int rc = cf_storage_get(r->st, path, 8, 16, &salt, &n1);
+    cf_pack__path(path, &pack);
+    uint8_t salt[16];
+    uint8_t *sealed = NULL;
+    size_t n2 = 0;
+    int rc = pack_salt(r, e.pack, path, salt);
     if (rc == 0)
         rc = cf_storage_get(r->st, path, e.offset, e.length, &sealed, &n2);
     if (rc == 0) {
@@ -401,7 +441,6 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
     } else if (rc == CF_ENOTFOUND) {
         rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' holding blob %.16s is missing", path, hex);
     }
-    free(salt);
     free(sealed);
     return rc;
 }

@@ -174,6 +174,7 @@ void cf_repo_close(cf_repo *r)
         cf_pack__writer_free(&r->packs[i]);
     free(r->new_packs);
     free(r->written_indexes);
+    free(r->salts);
     for (size_t i = 0; i < r->nwarnings; i++)
         free(r->warnings[i]);
     free(r->warnings);

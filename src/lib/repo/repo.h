@@ -194,6 +194,7 @@ struct cf_repo {
     uint64_t blobs_claimed;  /* new blobs accepted by this handle */
     char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */
     double last_checkpoint;  /* when an index checkpoint was last written */
+    uint8_t (*salts)[17]; size_t nsalts; /* pack salts by pack number; [16] = known */
 };
 
 /* Sealed objects: index, snapshot, lock documents. */
