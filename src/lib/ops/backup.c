@@ -253,20 +253,6 @@ static int chunk_stream(bctx *c, int fd, uint64_t off, uint64_t limit, cf_node *
     return 0;
 }
 
-static bool content_known(bctx *c, const cf_node *old)
-{
-    for (uint32_t i = 0; i < old->ncontent; i++) {
-        if (old->content[i].kind != 0)
-            continue;
-        pthread_mutex_lock(&c->r->mu);
-        const cf_index_entry *e = cf_index__get(&c->r->index, &old->content[i].id);
-        pthread_mutex_unlock(&c->r->mu);
-        if (!e)
-            return false;
-    }
-    return true;
-}
-
 /* Back up a regular file's content into n (metadata already filled). */
 static int save_file(bctx *c, cf_node *n, const char *path, const cf_node *old)
 {
@@ -274,8 +260,9 @@ static int save_file(bctx *c, cf_node *n, const char *path, const cf_node *old)
     uint32_t cap = 0;
     c->prog.files_done++;
     if (old && old->type == CF_NODE_FILE && c->o->type != CF_BACKUP_FULL && old->size == n->size &&
-        old->mtime == n->mtime && old->ctime == n->ctime && old->inode == n->inode &&
-        content_known(c, old)) {
+        old->mtime == n->mtime && old->ctime == n->ctime && old->inode == n->inode) {
+        /* the parent snapshot's blobs are in the repository: prune never removes what a
+         * snapshot references, and check reports it if storage lost them */
         if (old->ncontent) {
             n->content = cf_malloc(old->ncontent * sizeof(cf_content_item));
             if (!n->content)
@@ -517,6 +504,10 @@ static int save_dir(bctx *c, const char *path, const cf_id *old_tree, cf_id *out
             goto out;
         if ((rc = cf_repo__refresh_lock(c->r)))
             goto out;
+    }
+    if (have_old && cf_tree__equal(&t, &old)) {
+        *out_id = *old_tree; /* unchanged directory: no encoding, hashing or lookup */
+        goto out;
     }
     uint64_t added = 0;
     rc = cf_repo__save_tree(c->r, &t, out_id, &added);

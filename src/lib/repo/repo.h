@@ -151,6 +151,8 @@ int cf_tree__add(cf_tree *t, cf_node *n);
 void cf_tree__sort(cf_tree *t);
 const cf_node *cf_tree__find(const cf_tree *t, const char *name);
 int cf_tree__encode(cf_buf *out, const cf_tree *t);
+/* True when both trees would encode to the same bytes. */
+bool cf_tree__equal(const cf_tree *a, const cf_tree *b);
 int cf_tree__decode(cf_tree *t, const uint8_t *data, size_t len);
 /* Deep copy of a node's allocations. */
 int cf_node__copy(cf_node *dst, const cf_node *src);

@@ -89,6 +89,48 @@ const cf_node *cf_tree__find(const cf_tree *t, const char *name)
     return NULL;
 }
 
+static bool str_eq(const char *a, const char *b)
+{
+    return strcmp(a ? a : "", b ? b : "") == 0;
+}
+
+static bool node_equal(const cf_node *a, const cf_node *b)
+{
+    if (a->type != b->type || a->name_len != b->name_len || memcmp(a->name, b->name, a->name_len) ||
+        a->mode != b->mode || a->uid != b->uid || a->gid != b->gid || !str_eq(a->user, b->user) ||
+        !str_eq(a->group, b->group) || a->mtime != b->mtime || a->atime != b->atime ||
+        a->ctime != b->ctime || a->size != b->size || a->inode != b->inode || a->dev != b->dev ||
+        a->rdev != b->rdev || a->nlink != b->nlink || a->flags != b->flags ||
+        !str_eq(a->target, b->target) || a->nxattrs != b->nxattrs)
+        return false;
+    for (uint16_t k = 0; k < a->nxattrs; k++)
+        if (!str_eq(a->xattrs[k].name, b->xattrs[k].name) ||
+            a->xattrs[k].value_len != b->xattrs[k].value_len ||
+            memcmp(a->xattrs[k].value, b->xattrs[k].value, a->xattrs[k].value_len))
+            return false;
+    if (a->type == CF_NODE_FILE) {
+        if (a->ncontent != b->ncontent)
+            return false;
+        for (uint32_t k = 0; k < a->ncontent; k++)
+            if (a->content[k].kind != b->content[k].kind || a->content[k].len != b->content[k].len ||
+                (a->content[k].kind == 0 && !cf_id_eq(&a->content[k].id, &b->content[k].id)))
+                return false;
+    } else if (a->type == CF_NODE_DIR && !cf_id_eq(&a->subtree, &b->subtree)) {
+        return false;
+    }
+    return true;
+}
+
+bool cf_tree__equal(const cf_tree *a, const cf_tree *b)
+{
+    if (a->count != b->count)
+        return false;
+    for (size_t i = 0; i < a->count; i++)
+        if (!node_equal(&a->nodes[i], &b->nodes[i]))
+            return false;
+    return true;
+}
+
 static int put_str16(cf_buf *b, const char *s, size_t len)
 {
     int rc = cf_buf_put_u16(b, (uint16_t)len);
