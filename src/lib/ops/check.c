@@ -171,7 +171,7 @@ static int read_pack(cctx *c, const cf_id *pack)
     }
     for (size_t i = 0; i < n; i++) {
         cf_buf_reset(&b);
-        if (cf_pack__open_blob(&b, c->r, data + 8, &es[i], data + es[i].offset, pp)) {
+        if (cf_pack__open_blob(&b, c->r, data, &es[i], data + es[i].offset, pp)) {
             problem(c, "%s", cf_error_last()->message);
             bad = true;
             continue;

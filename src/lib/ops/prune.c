@@ -164,7 +164,7 @@ static int repack(pctx *c, pack_info *p)
         if (!cf_idset_has(&c->used, &es[i].id))
             continue;
         cf_buf_reset(&b);
-        if ((rc = cf_pack__open_blob(&b, c->r, data + 8, &es[i], data + es[i].offset, path)))
+        if ((rc = cf_pack__open_blob(&b, c->r, data, &es[i], data + es[i].offset, path)))
             break;
         cf_id check;
         cf_repo__blob_id(c->r, &check, b.data, b.len);

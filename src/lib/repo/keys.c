@@ -11,6 +11,72 @@
 #include "repo/repo.h"
 
 #define SLOT_AAD "coffer key slot v1"
+#define BUNDLE_MAGIC "CFKB"
+
+int cf_master__generate(cf_master_key *mk)
+{
+    memset(mk, 0, sizeof(*mk));
+    int rc = cf_random_bytes(mk->mac, sizeof(mk->mac));
+    if (rc == 0)
+        rc = cf_random_bytes(mk->data, sizeof(mk->data));
+    mk->gen = 0;
+    mk->ngens = 1;
+    mk->gen_ids[0] = 0;
+    memcpy(mk->gen_keys[0], mk->data, CF_KEY_LEN);
+    return rc;
+}
+
+const uint8_t *cf_master__data_key(const cf_master_key *mk, uint32_t gen)
+{
+    for (uint32_t i = 0; i < mk->ngens; i++)
+        if (mk->gen_ids[i] == gen)
+            return mk->gen_keys[i];
+    return NULL;
+}
+
+int cf_master__encode(cf_buf *out, const cf_master_key *mk)
+{
+    cf_buf_append(out, BUNDLE_MAGIC, 4);
+    cf_buf_put_u8(out, 1);
+    cf_buf_append(out, "\0\0\0", 3);
+    cf_buf_append(out, mk->mac, CF_KEY_LEN);
+    cf_buf_put_u32(out, mk->gen);
+    cf_buf_put_u32(out, mk->ngens);
+    for (uint32_t i = 0; i < mk->ngens; i++) {
+        cf_buf_put_u32(out, mk->gen_ids[i]);
+        cf_buf_append(out, mk->gen_keys[i], CF_KEY_LEN);
+    }
+    return cf_buf_reserve(out, 1);
+}
+
+int cf_master__decode(cf_master_key *mk, const uint8_t *data, size_t len)
+{
+    cf_rd rd;
+    cf_rd_init(&rd, data, len);
+    memset(mk, 0, sizeof(*mk));
+    const uint8_t *magic = cf_rd_bytes(&rd, 4);
+    uint8_t ver = cf_rd_u8(&rd);
+    cf_rd_bytes(&rd, 3);
+    const uint8_t *mac = cf_rd_bytes(&rd, CF_KEY_LEN);
+    mk->gen = cf_rd_u32(&rd);
+    uint32_t n = cf_rd_u32(&rd);
+    if (!magic || memcmp(magic, BUNDLE_MAGIC, 4) != 0 || ver != 1 || !mac || n == 0 ||
+        n > CF_MAX_GENERATIONS || cf_rd_left(&rd) != (size_t)n * (4 + CF_KEY_LEN))
+        return cf_error_set(CF_ECORRUPT, 0, "key bundle is damaged");
+    memcpy(mk->mac, mac, CF_KEY_LEN);
+    mk->ngens = n;
+    for (uint32_t i = 0; i < n; i++) {
+        mk->gen_ids[i] = cf_rd_u32(&rd);
+        memcpy(mk->gen_keys[i], cf_rd_bytes(&rd, CF_KEY_LEN), CF_KEY_LEN);
+    }
+    const uint8_t *cur = cf_master__data_key(mk, mk->gen);
+    if (!cur) {
+        cf_wipe(mk, sizeof(*mk));
+        return cf_error_set(CF_ECORRUPT, 0, "key bundle is damaged: no key for its current generation");
+    }
+    memcpy(mk->data, cur, CF_KEY_LEN);
+    return 0;
+}
 
 static void host_user(char host[256], char user[64])
 {
@@ -25,7 +91,9 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *passwor
                     uint32_t log_n, char out_id[65])
 {
     int rc = 0;
-    uint8_t salt[32], kek[CF_KEY_LEN], sealed[sizeof(cf_master_key) + CF_SEAL_OVERHEAD];
+    uint8_t salt[32], kek[CF_KEY_LEN];
+    uint8_t *sealed = NULL;
+    cf_buf bundle;
     uint8_t idb[32];
     char *salt64 = NULL, *data64 = NULL, *text = NULL, name[80];
     json_t *doc = NULL;
@@ -33,16 +101,24 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *passwor
 
     if (log_n < 10 || log_n > 24)
         return cf_error_set(CF_EINVAL, 0, "scrypt cost 2^%u out of range (2^10..2^24)", log_n);
+    cf_buf_init(&bundle, 1 << 20);
+    if ((rc = cf_master__encode(&bundle, mk)))
+        goto out;
+    size_t sealed_len = bundle.len + CF_SEAL_OVERHEAD;
+    if (!(sealed = cf_malloc(sealed_len))) {
+        rc = CF_ENOMEM;
+        goto out;
+    }
     if ((rc = cf_random_bytes(salt, sizeof(salt))) || (rc = cf_random_bytes(idb, sizeof(idb))))
         goto out;
     rc = cf_scrypt(kek, password, strlen(password), salt, sizeof(salt), (uint64_t)1 << log_n, 8, 1);
     if (rc)
         goto out;
-    rc = cf_aead_seal(sealed, kek, SLOT_AAD, strlen(SLOT_AAD), mk, sizeof(*mk));
+    rc = cf_aead_seal(sealed, kek, SLOT_AAD, strlen(SLOT_AAD), bundle.data, bundle.len);
     if (rc)
         goto out;
     salt64 = cf_base64_encode(salt, sizeof(salt));
-    data64 = cf_base64_encode(sealed, sizeof(sealed));
+    data64 = cf_base64_encode(sealed, sealed_len);
     if (!salt64 || !data64) {
         rc = CF_ENOMEM;
         goto out;
@@ -61,6 +137,10 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *passwor
     rc = cf_storage_put(st, name, text, strlen(text), CF_PUT_EXCLUSIVE);
 out:
     cf_wipe(kek, sizeof(kek));
+    if (bundle.data)
+        cf_wipe(bundle.data, bundle.len);
+    cf_buf_free(&bundle);
+    free(sealed);
     free(salt64);
     free(data64);
     free(text);
@@ -110,6 +190,7 @@ static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const c
     json_int_t n = 0, r = 0, p = 0, version = 0;
     cf_buf salt, data;
     uint8_t kek[CF_KEY_LEN];
+    uint8_t *plain = NULL;
     cf_buf_init(&salt, 4096);
     cf_buf_init(&data, 4096);
     if (!doc || json_unpack(doc, "{s:I, s:s, s:I, s:I, s:I, s:s, s:s}", "version", &version, "kdf",
@@ -127,7 +208,7 @@ static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const c
         goto out;
     }
     if (cf_base64_decode(&salt, salt64) || cf_base64_decode(&data, data64) || salt.len < 16 ||
-        data.len != sizeof(*out) + CF_SEAL_OVERHEAD) {
+        data.len < CF_SEAL_OVERHEAD + 48 || data.len > 65536) {
         rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' is damaged: bad salt or key data", name);
         goto out;
     }
@@ -135,8 +216,20 @@ static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const c
                    (uint32_t)p);
     if (rc)
         goto out;
-    rc = cf_aead_open((uint8_t *)out, kek, SLOT_AAD, strlen(SLOT_AAD), data.data, data.len);
+    plain = cf_malloc(data.len);
+    if (!plain) {
+        rc = CF_ENOMEM;
+        goto out;
+    }
+    rc = cf_aead_open(plain, kek, SLOT_AAD, strlen(SLOT_AAD), data.data, data.len);
+    if (rc == 0) {
+        rc = cf_master__decode(out, plain, data.len - CF_SEAL_OVERHEAD);
+        if (rc)
+            rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' is damaged: bad key bundle", name);
+    }
+    cf_wipe(plain, data.len);
 out:
+    free(plain);
     cf_wipe(kek, sizeof(kek));
     cf_buf_free(&salt);
     cf_buf_free(&data);

@@ -35,7 +35,8 @@ int cf_repo__seal_object(cf_buf *out, const cf_repo *r, uint8_t type, const void
     hdr[5] = type;
     hdr[6] = (uint8_t)algo;
     hdr[7] = 0;
-    cf_le64_put(hdr + 8, len);
+    cf_le32_put(hdr + 8, (uint32_t)len);
+    cf_le32_put(hdr + 12, r->mk.gen);
     if ((rc = cf_random_bytes(hdr + 16, 16)))
         goto out;
     cf_kdf(key, r->mk.data, "coffer object key", hdr + 16, 16);
@@ -64,12 +65,18 @@ int cf_repo__open_object(cf_buf *out, const cf_repo *r, uint8_t type, const uint
     if (data[5] != type)
         return cf_error_set(CF_ECORRUPT, 0, "'%s' is damaged: object type %u, expected %u", name,
                             data[5], type);
-    uint64_t raw_len = cf_le64_get(data + 8);
+    uint64_t raw_len = cf_le32_get(data + 8);
+    uint32_t gen = cf_le32_get(data + 12);
     size_t plen = len - OBJ_HEADER - CF_SEAL_OVERHEAD;
     if (raw_len > OBJ_MAX)
         return cf_error_set(CF_ECORRUPT, 0, "'%s' is damaged: length %llu out of range", name,
                             (unsigned long long)raw_len);
-    cf_kdf(key, r->mk.data, "coffer object key", data + 16, 16);
+    const uint8_t *dk = cf_master__data_key(&r->mk, gen);
+    if (!dk)
+        return cf_error_set(CF_EAUTH, 0,
+                            "'%s' is sealed with data key generation %u, which this key does not hold",
+                            name, gen);
+    cf_kdf(key, dk, "coffer object key", data + 16, 16);
     plain = cf_malloc(plen);
     if (!plain) {
         rc = CF_ENOMEM;

@@ -11,7 +11,7 @@
 
 #define PACK_MAGIC "CFPK"
 #define PACK_END_MAGIC "CFPE"
-#define PACK_PREFIX 24
+#define PACK_PREFIX CF_PACK_PREFIX
 #define PACK_TRAILER 8
 #define PACK_ENTRY 48
 #define BLOB_AAD 38
@@ -33,9 +33,18 @@ static void blob_aad(uint8_t aad[BLOB_AAD], const cf_id *id, uint8_t type, uint8
     cf_le32_put(aad + 34, raw_len);
 }
 
-static void pack_key(uint8_t key[CF_KEY_LEN], const cf_repo *r, const uint8_t salt[16])
+/* The key of a pack from its prefix (generation and salt). */
+static int pack_key(uint8_t key[CF_KEY_LEN], const cf_repo *r, const uint8_t *prefix,
+                    const char *name)
 {
-    cf_kdf(key, r->mk.data, "coffer pack key", salt, 16);
+    uint32_t gen = cf_le32_get(prefix + 8);
+    const uint8_t *dk = cf_master__data_key(&r->mk, gen);
+    if (!dk)
+        return cf_error_set(CF_EAUTH, 0,
+                            "pack '%s' is sealed with data key generation %u, which this key "
+                            "does not hold", name, gen);
+    cf_kdf(key, dk, "coffer pack key", prefix + 12, 16);
+    return 0;
 }
 
 void cf_pack__writer_init(cf_pack_writer *w)
@@ -60,10 +69,12 @@ static int writer_start(cf_pack_writer *w, const cf_repo *r)
     memcpy(prefix, PACK_MAGIC, 4);
     prefix[4] = 1;
     prefix[5] = prefix[6] = prefix[7] = 0;
-    int rc = cf_random_bytes(prefix + 8, 16);
+    cf_le32_put(prefix + 8, r->mk.gen);
+    int rc = cf_random_bytes(prefix + 12, 16);
     if (rc)
         return rc;
-    pack_key(w->key, r, prefix + 8);
+    if ((rc = pack_key(w->key, r, prefix, "new pack")))
+        return rc;
     cf_buf_reset(&w->buf);
     cf_buf_reset(&w->header);
     w->count = 0;
@@ -319,7 +330,7 @@ int cf_repo__remove_flushed_indexes(cf_repo *r, const char *keep, uint64_t *coun
     return rc;
 }
 
-int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t pack_salt[16],
+int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t *prefix,
                        const cf_pack_entry *e, const uint8_t *sealed, const char *name)
 {
     int rc = 0;
@@ -329,7 +340,8 @@ int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t pack_salt[16
     if (e->length < CF_SEAL_OVERHEAD)
         return cf_error_set(CF_ECORRUPT, 0, "blob in pack '%s' has an invalid length", name);
     size_t plen = e->length - CF_SEAL_OVERHEAD;
-    pack_key(key, r, pack_salt);
+    if ((rc = pack_key(key, r, prefix, name)))
+        return rc;
     blob_aad(aad, &e->id, e->type, e->comp, e->raw_len);
     plain = cf_malloc(plen);
     if (!plain) {
@@ -363,27 +375,32 @@ out:
     return rc;
 }
 
-/* The salt of pack number no, from the cache or storage. */
-static int pack_salt(cf_repo *r, uint32_t no, const char *path, uint8_t out[16])
+/* The prefix (magic, version, generation, salt) of pack number no, from the cache or
+ * storage. */
+static int pack_prefix(cf_repo *r, uint32_t no, const char *path, uint8_t out[CF_PACK_PREFIX])
 {
     pthread_mutex_lock(&r->mu);
-    if (no < r->nsalts && r->salts[no][16]) {
-        memcpy(out, r->salts[no], 16);
+    if (no < r->nsalts && r->salts[no][CF_PACK_PREFIX]) {
+        memcpy(out, r->salts[no], CF_PACK_PREFIX);
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
     pthread_mutex_unlock(&r->mu);
-    uint8_t *salt = NULL;
+    uint8_t *pre = NULL;
     size_t n = 0;
-    int rc = cf_storage_get(r->st, path, 8, 16, &salt, &n);
+    int rc = cf_storage_get(r->st, path, 0, CF_PACK_PREFIX, &pre, &n);
     if (rc)
         return rc;
-    memcpy(out, salt, 16);
-    free(salt);
+    if (n != CF_PACK_PREFIX || memcmp(pre, PACK_MAGIC, 4) != 0 || pre[4] != 1) {
+        free(pre);
+        return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad prefix", path);
+    }
+    memcpy(out, pre, CF_PACK_PREFIX);
+    free(pre);
     pthread_mutex_lock(&r->mu);
     if (no >= r->nsalts) {
         size_t ncap = r->index.npacks > no ? r->index.npacks : (size_t)no + 1;
-        uint8_t (*ns)[17] = realloc(r->salts, ncap * sizeof(*ns));
+        uint8_t (*ns)[CF_PACK_PREFIX + 1] = realloc(r->salts, ncap * sizeof(*ns));
         if (ns) {
             memset(ns + r->nsalts, 0, (ncap - r->nsalts) * sizeof(*ns));
             r->salts = ns;
@@ -391,8 +408,8 @@ static int pack_salt(cf_repo *r, uint32_t no, const char *path, uint8_t out[16])
         }
     }
     if (no < r->nsalts) {
-        memcpy(r->salts[no], out, 16);
-        r->salts[no][16] = 1;
+        memcpy(r->salts[no], out, CF_PACK_PREFIX);
+        r->salts[no][CF_PACK_PREFIX] = 1;
     }
     pthread_mutex_unlock(&r->mu);
     return 0;
@@ -419,16 +436,16 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
     if (e.type != type)
         return cf_error_set(CF_ECORRUPT, 0, "blob %.16s has type %u, expected %u", hex, e.type, type);
     cf_pack__path(path, &pack);
-    uint8_t salt[16];
+    uint8_t prefix[CF_PACK_PREFIX];
     uint8_t *sealed = NULL;
     size_t n2 = 0;
-    int rc = pack_salt(r, e.pack, path, salt);
+    int rc = pack_prefix(r, e.pack, path, prefix);
     if (rc == 0)
         rc = cf_storage_get(r->st, path, e.offset, e.length, &sealed, &n2);
     if (rc == 0) {
         cf_pack_entry pe = {e.id, e.type, e.comp, e.offset, e.length, e.raw_len};
         size_t before = out->len;
-        rc = cf_pack__open_blob(out, r, salt, &pe, sealed, path);
+        rc = cf_pack__open_blob(out, r, prefix, &pe, sealed, path);
         if (rc == 0) {
             cf_id check;
             cf_repo__blob_id(r, &check, out->data + before, out->len - before);
@@ -463,7 +480,8 @@ int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *
     if (hlen < CF_SEAL_OVERHEAD + 4 || hlen > len - PACK_PREFIX - PACK_TRAILER)
         return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad header length", name);
     size_t hstart = len - PACK_TRAILER - hlen;
-    pack_key(key, r, pack + 8);
+    if ((rc = pack_key(key, r, pack, name)))
+        return rc;
     plain = cf_malloc(hlen);
     if (!plain) {
         rc = CF_ENOMEM;

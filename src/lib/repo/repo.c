@@ -44,7 +44,7 @@ int cf_repo_init(const char *url, const char *password, const cf_init_opts *opts
         goto out;
     }
     uint8_t idb[32];
-    if ((rc = cf_random_bytes(&mk, sizeof(mk))) || (rc = cf_random_bytes(idb, sizeof(idb))))
+    if ((rc = cf_master__generate(&mk)) || (rc = cf_random_bytes(idb, sizeof(idb))))
         goto out;
     cf_hex_encode(cfg.id, idb, sizeof(idb));
     /* key slot first: a config without a key would be a repository nobody can open */

@@ -17,6 +17,7 @@
 #include "util/util.h"
 
 #define CF_FORMAT_VERSION 1
+#define CF_PACK_PREFIX 28 /* "CFPK", version, 3 reserved, generation u32, salt 16 */
 #define CF_PACK_SIZE_DEFAULT (16u * 1024u * 1024u)
 #define CF_PACK_SIZE_MAX (512u * 1024u * 1024u)
 #define CF_KDF_LOG_N_DEFAULT 15
@@ -30,10 +31,23 @@ enum { CF_BLOB_DATA = 0, CF_BLOB_TREE = 1 };
 enum { CF_OBJ_INDEX = 1, CF_OBJ_SNAPSHOT = 2, CF_OBJ_LOCK = 3 };
 
 /* ---- master key ---- */
+#define CF_MAX_GENERATIONS 64
 typedef struct {
     uint8_t mac[CF_KEY_LEN];   /* blob ids: HMAC-SHA-256 of plaintext */
-    uint8_t data[CF_KEY_LEN];  /* root of every encryption key */
+    uint8_t data[CF_KEY_LEN];  /* the current generation's data key: new packs and objects */
+    uint32_t gen;              /* the current generation */
+    uint32_t ngens;            /* every generation still readable, the current one included */
+    uint32_t gen_ids[CF_MAX_GENERATIONS];
+    uint8_t gen_keys[CF_MAX_GENERATIONS][CF_KEY_LEN];
 } cf_master_key;
+
+/* A new master key: random mac key, generation 0 with a random data key. */
+int cf_master__generate(cf_master_key *mk);
+/* The data key of a generation, or NULL when this key bundle does not have it. */
+const uint8_t *cf_master__data_key(const cf_master_key *mk, uint32_t gen);
+/* The key bundle a key slot seals, and back. */
+int cf_master__encode(cf_buf *out, const cf_master_key *mk);
+int cf_master__decode(cf_master_key *mk, const uint8_t *data, size_t len);
 
 /* ---- config ---- */
 typedef struct {
@@ -196,7 +210,8 @@ struct cf_repo {
     uint64_t blobs_claimed;  /* new blobs accepted by this handle */
     char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */
     double last_checkpoint;  /* when an index checkpoint was last written */
-    uint8_t (*salts)[17]; size_t nsalts; /* pack salts by pack number; [16] = known */
+    uint8_t (*salts)[CF_PACK_PREFIX + 1]; size_t nsalts; /* pack prefixes by pack number;
+                                                             [CF_PACK_PREFIX] = known */
 };
 
 /* Sealed objects: index, snapshot, lock documents. */
@@ -256,8 +271,9 @@ typedef struct {
 } cf_pack_entry;
 int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *r,
                          const uint8_t *pack, size_t len, const char *name);
-/* Decrypt and decompress one blob found in a pack: appends plaintext to out. */
-int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t pack_salt[16],
+/* Decrypt and decompress one blob found in a pack whose first CF_PACK_PREFIX bytes are prefix:
+ * appends plaintext to out. */
+int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t *prefix,
                        const cf_pack_entry *e, const uint8_t *sealed, const char *name);
 /* Pack name helpers: "data/xx/<hex>". */
 void cf_pack__path(char out[80], const cf_id *id);

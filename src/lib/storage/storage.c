@@ -25,10 +25,15 @@ static const struct {
 } registry[] = {
     {"local", &cf_storage_local_ops, cf_storage_local_new},
     {"mem", &cf_storage_mem_ops, cf_storage_mem_new},
+    {"sftp", &cf_storage_sftp_ops, cf_storage_sftp_new},
+    {"s3", &cf_storage_s3_ops, cf_storage_s3_new},
 };
 
 #define REGISTRY_LEN (sizeof(registry) / sizeof(registry[0]))
-#define SCHEMES_HINT "use a path, 'local:PATH' or 'mem:NAME'"
+#define SCHEMES_HINT                                                                           \
+    "use a path, 'local:PATH', 'mem:NAME', 'sftp:USER@HOST:PATH', "                            \
+    "'sftp://USER@HOST:PORT/PATH', 's3:BUCKET[/PREFIX]' or "                                   \
+    "'s3:https://HOST[:PORT]/BUCKET[/PREFIX]'"
 
 /*
  * Split a URL into scheme and location. A URL whose text before the first '/' contains a ':'
