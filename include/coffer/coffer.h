@@ -31,18 +31,55 @@ typedef struct {
     uint32_t kdf_log_n;                       /* 0: default scrypt N = 2^15 */
 } cf_init_opts;
 
+/* What opens a key slot: a password (stretched with scrypt) or a 32-byte key (from a key
+ * file, COFFER_KEY, or an external key command: how a KMS is wired in). Exactly one of
+ * password and key is set. */
+typedef struct {
+    const char *password;
+    const uint8_t *key;      /* 32 bytes */
+    uint32_t kdf_log_n;      /* scrypt cost for new password slots; 0: 2^15 */
+} cf_credential;
+
 /* Create a repository at url protected by password. Fails with CF_EEXISTS if one is there. */
 int cf_repo_init(const char *url, const char *password, const cf_init_opts *opts);
+int cf_repo_init_cred(const char *url, const cf_credential *cred, const cf_init_opts *opts);
 
 /* Open a repository. CF_ENOREPO if there is none at url, CF_EAUTH if no key slot opens with
  * password, CF_ECORRUPT if its config is damaged. *out is closed with cf_repo_close. */
 int cf_repo_open(cf_repo **out, const char *url, const char *password);
+int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred);
 void cf_repo_close(cf_repo *repo);
 const char *cf_repo_display(const cf_repo *repo);
 
 /* Non-fatal problems found while opening (damaged index files skipped, ...): count and text. */
 size_t cf_repo_warning_count(const cf_repo *repo);
 const char *cf_repo_warning(const cf_repo *repo, size_t i);
+
+/* ---------------------------------------------------------------- keys */
+
+#define CF_KEY_INFO_MAX_GENS 64
+typedef struct {
+    char id[65];
+    char kdf[16];       /* "password", "key", or "damaged" */
+    char created[40];
+    char host[256], user[64];
+    uint32_t generations[CF_KEY_INFO_MAX_GENS]; /* data key generations the slot holds */
+    uint32_t ngenerations, current_generation;
+    bool current;       /* the slot this handle was opened with */
+} cf_key_info;
+
+/* Every key slot (readable without unlocking: metadata only). *out freed with free(). */
+int cf_key_list(cf_key_info **out, size_t *out_count, cf_repo *repo);
+/* Add a slot for cred holding this handle's keys. */
+int cf_key_add(cf_repo *repo, const cf_credential *cred, char out_id[65]);
+/* Remove a slot by id prefix. The slot in use cannot be removed (CF_EINVAL). */
+int cf_key_remove(cf_repo *repo, const char *id);
+/* Replace the slot in use by one for cred (a new password or key). */
+int cf_key_passwd(cf_repo *repo, const cf_credential *cred, char out_id[65]);
+/* Rotate: start a new data key generation for everything written from now on, and replace
+ * the slot in use by one for cred holding every generation. Nothing is re-uploaded; other
+ * slots keep the generations they had (they read old data but not new) until removed. */
+int cf_key_rotate(cf_repo *repo, const cf_credential *cred, char out_id[65], uint32_t *out_gen);
 
 /* ---------------------------------------------------------------- locks */
 

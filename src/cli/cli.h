@@ -15,6 +15,11 @@ typedef struct {
     const char *repo;
     const char *password_file;
     const char *password_command;
+    const char *key_file;
+    const char *key_command;
+    const char *new_password_file;
+    const char *new_key_file;
+    const char *new_key_command;
     bool json;
     bool quiet;
     int verbose;
@@ -29,10 +34,19 @@ extern cli_globals g;
 int cli_fail(int rc);
 /* Print a usage error and return EXIT_USAGE. */
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-/* Read the password (COFFER_PASSWORD, --password-file, --password-command, terminal).
- * confirm: ask twice on a terminal. Returns malloc'd string or NULL (error printed). */
-char *cli_password(bool confirm, int *out_rc);
-void cli_password_free(char *pw);
+/* A credential from the command line, environment or terminal. */
+typedef struct {
+    cf_credential c;
+    char *password;
+    uint8_t key[32];
+} cli_cred;
+/* The credential that opens the repository: a key (--key-file, --key-command, COFFER_KEY)
+ * or a password (--password-file, --password-command, COFFER_PASSWORD, terminal). With
+ * is_new, the new credential for key add/passwd/rotate (--new-key-file, --new-key-command,
+ * COFFER_NEW_KEY, --new-password-file, COFFER_NEW_PASSWORD, or asked twice). confirm: ask
+ * twice on a terminal. Returns 0 or an exit code (error printed). */
+int cli_cred_get(cli_cred *out, bool confirm, bool is_new);
+void cli_cred_free(cli_cred *c);
 /* Open the repository named by --repo/COFFER_REPO. Returns exit code (0 ok). */
 int cli_open(cf_repo **out);
 /* Print repository warnings to stderr. */
@@ -62,15 +76,19 @@ int cmd_cat(int argc, char **argv);
 int cmd_unlock(int argc, char **argv);
 int cmd_forget(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
+int cmd_key(int argc, char **argv);
 
 
 
 /* Options every subcommand accepts too (global options may follow the command). */
-enum { OPT_REPO = 1000, OPT_PWFILE, OPT_PWCMD, OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_FIRST_LOCAL };
+enum { OPT_REPO = 1000, OPT_PWFILE, OPT_PWCMD, OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_KEYFILE,
+       OPT_KEYCMD, OPT_FIRST_LOCAL };
 #define CLI_COMMON_OPTIONS                                                   \
     {"repo", required_argument, NULL, OPT_REPO},                             \
     {"password-file", required_argument, NULL, OPT_PWFILE},                  \
     {"password-command", required_argument, NULL, OPT_PWCMD},                \
+    {"key-file", required_argument, NULL, OPT_KEYFILE},                      \
+    {"key-command", required_argument, NULL, OPT_KEYCMD},                    \
     {"json", no_argument, NULL, OPT_JSON},                                   \
     {"quiet", no_argument, NULL, OPT_QUIET},                                 \
     {"verbose", no_argument, NULL, OPT_VERBOSE}

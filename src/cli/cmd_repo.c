@@ -84,12 +84,13 @@ int cmd_init(int argc, char **argv)
         return cli_usage("init takes no arguments");
     if (!g.repo)
         return cli_usage("no repository given: use --repo or set COFFER_REPO");
-    int prc = 0;
-    char *pw = cli_password(true, &prc);
-    if (!pw)
-        return prc;
-    int rc = cf_repo_init(g.repo, pw, &io);
-    cli_password_free(pw);
+    cli_cred cred;
+    int rc = cli_cred_get(&cred, true, false);
+    if (rc)
+        return rc;
+    cred.c.kdf_log_n = io.kdf_log_n;
+    rc = cf_repo_init_cred(g.repo, &cred.c, &io);
+    cli_cred_free(&cred);
     if (rc)
         return cli_fail(rc);
     if (g.json)
@@ -278,13 +279,13 @@ int cmd_check(int argc, char **argv)
     if (!g.repo)
         return cli_usage("no repository given: use --repo or set COFFER_REPO");
     /* open without printing index warnings: check reports them as problems */
-    int prc = 0;
-    char *pw = cli_password(false, &prc);
-    if (!pw)
-        return prc;
+    cli_cred cred;
+    int rc = cli_cred_get(&cred, false, false);
+    if (rc)
+        return rc;
     cf_repo *repo = NULL;
-    int rc = cf_repo_open(&repo, g.repo, pw);
-    cli_password_free(pw);
+    rc = cf_repo_open_cred(&repo, g.repo, &cred.c);
+    cli_cred_free(&cred);
     if (rc)
         return cli_fail(rc);
     co.on_problem = on_problem;

@@ -8,8 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <termios.h>
 #include <unistd.h>
 
 #include <openssl/crypto.h>
@@ -35,6 +33,7 @@ static const char *usage_text =
     "  stats                     repository statistics\n"
     "  cat config|snapshot|index|tree|pack ID   show an object (debugging)\n"
     "  unlock                    remove stale locks\n"
+    "  key list|add|remove ID|passwd|rotate   manage key slots and data key generations\n"
     "  version                   print the version\n"
     "\n"
     "global options:\n"
@@ -42,6 +41,8 @@ static const char *usage_text =
     "  --password-file FILE      read the password from FILE (or COFFER_PASSWORD_FILE)\n"
     "  --password-command CMD    run CMD and use its output (or COFFER_PASSWORD_COMMAND)\n"
     "                            (or COFFER_PASSWORD; otherwise asked on the terminal)\n"
+    "  --key-file FILE           open with a 32-byte key instead (raw, hex or base64)\n"
+    "  --key-command CMD         run CMD for the key, e.g. a KMS client (or COFFER_KEY)\n"
     "  --json                    machine-readable output\n"
     "  -q, --quiet               no progress, less output\n"
     "  -v, --verbose             more output\n"
@@ -80,158 +81,17 @@ int cli_fail(int rc)
     return cf_error_exit_code(rc);
 }
 
-static char *read_tty_password(const char *prompt)
-{
-    int fd = open("/dev/tty", O_RDWR | O_CLOEXEC);
-    if (fd < 0)
-        return NULL;
-    struct termios old, noecho;
-    bool restore = tcgetattr(fd, &old) == 0;
-    if (restore) {
-        noecho = old;
-        noecho.c_lflag &= ~(tcflag_t)ECHO;
-        tcsetattr(fd, TCSAFLUSH, &noecho);
-    }
-    if (write(fd, prompt, strlen(prompt)) < 0) {
-        /* nothing to do: the prompt is cosmetic */
-    }
-    char buf[1024];
-    size_t n = 0;
-    while (n < sizeof(buf) - 1) {
-        char ch;
-        ssize_t k = read(fd, &ch, 1);
-        if (k <= 0 || ch == '\n')
-            break;
-        buf[n++] = ch;
-    }
-    buf[n] = '\0';
-    if (restore)
-        tcsetattr(fd, TCSAFLUSH, &old);
-    if (write(fd, "\n", 1) < 0) {
-        /* cosmetic */
-    }
-    close(fd);
-    char *p = strdup(buf);
-    OPENSSL_cleanse(buf, sizeof(buf));
-    return p;
-}
-
-static void chomp(char *s)
-{
-    size_t n = strlen(s);
-    while (n > 0 && (s[n - 1] == '\n' || s[n - 1] == '\r'))
-        s[--n] = '\0';
-}
-
-static char *read_stream(FILE *f, size_t max)
-{
-    char *buf = malloc(max + 1);
-    if (!buf)
-        return NULL;
-    size_t n = fread(buf, 1, max, f);
-    buf[n] = '\0';
-    return buf;
-}
-
-char *cli_password(bool confirm, int *out_rc)
-{
-    *out_rc = 0;
-    const char *env = getenv("COFFER_PASSWORD");
-    const char *file = g.password_file ? g.password_file : getenv("COFFER_PASSWORD_FILE");
-    const char *cmd = g.password_command ? g.password_command : getenv("COFFER_PASSWORD_COMMAND");
-    char *pw = NULL;
-    if (file) {
-        FILE *f = fopen(file, "re");
-        if (!f) {
-            fprintf(stderr, "coffer: error: unable to read password file '%s': %s\n", file,
-                    strerror(errno));
-            *out_rc = 1;
-            return NULL;
-        }
-        pw = read_stream(f, 4096);
-        fclose(f);
-        if (pw) {
-            /* the first line is the password */
-            char *nl = strchr(pw, '\n');
-            if (nl)
-                *nl = '\0';
-            chomp(pw);
-        }
-    } else if (cmd) {
-        FILE *p = popen(cmd, "r");
-        if (!p) {
-            fprintf(stderr, "coffer: error: unable to run password command: %s\n", strerror(errno));
-            *out_rc = 1;
-            return NULL;
-        }
-        pw = read_stream(p, 4096);
-        int st = pclose(p);
-        if (st != 0) {
-            fprintf(stderr, "coffer: error: password command failed (exit status %d)\n",
-                    WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-            cli_password_free(pw);
-            *out_rc = 1;
-            return NULL;
-        }
-        if (pw) {
-            char *nl = strchr(pw, '\n');
-            if (nl)
-                *nl = '\0';
-        }
-    } else if (env) {
-        pw = strdup(env);
-    } else if (isatty(STDIN_FILENO) || isatty(STDERR_FILENO)) {
-        pw = read_tty_password("enter repository password: ");
-        if (pw && confirm) {
-            char *again = read_tty_password("enter the password again: ");
-            if (!again || strcmp(pw, again) != 0) {
-                fprintf(stderr, "coffer: error: passwords do not match\n");
-                cli_password_free(pw);
-                cli_password_free(again);
-                *out_rc = EXIT_USAGE;
-                return NULL;
-            }
-            cli_password_free(again);
-        }
-    } else {
-        fprintf(stderr, "coffer: error: no password given\n"
-                        "hint: set COFFER_PASSWORD, --password-file or --password-command\n");
-        *out_rc = EXIT_USAGE;
-        return NULL;
-    }
-    if (!pw) {
-        fprintf(stderr, "coffer: error: unable to read the password\n");
-        *out_rc = 1;
-        return NULL;
-    }
-    if (!*pw) {
-        fprintf(stderr, "coffer: error: the password is empty\n");
-        cli_password_free(pw);
-        *out_rc = EXIT_USAGE;
-        return NULL;
-    }
-    return pw;
-}
-
-void cli_password_free(char *pw)
-{
-    if (pw) {
-        OPENSSL_cleanse(pw, strlen(pw));
-        free(pw);
-    }
-}
-
 int cli_open(cf_repo **out)
 {
     *out = NULL;
     if (!g.repo)
         return cli_usage("no repository given: use --repo or set COFFER_REPO");
-    int prc = 0;
-    char *pw = cli_password(false, &prc);
-    if (!pw)
-        return prc;
-    int rc = cf_repo_open(out, g.repo, pw);
-    cli_password_free(pw);
+    cli_cred cred;
+    int rc = cli_cred_get(&cred, false, false);
+    if (rc)
+        return rc;
+    rc = cf_repo_open_cred(out, g.repo, &cred.c);
+    cli_cred_free(&cred);
     if (rc)
         return cli_fail(rc);
     cli_print_warnings(*out);
@@ -303,7 +163,7 @@ static const struct {
     {"ls", cmd_ls},           {"find", cmd_find},       {"restore", cmd_restore},
     {"dump", cmd_dump},       {"check", cmd_check},     {"stats", cmd_stats},
     {"cat", cmd_cat},         {"unlock", cmd_unlock},   {"version", cmd_version},
-    {"forget", cmd_forget},   {"prune", cmd_prune},
+    {"forget", cmd_forget},   {"prune", cmd_prune},     {"key", cmd_key},
 };
 
 int main(int argc, char **argv)
@@ -337,6 +197,12 @@ int main(int argc, char **argv)
         } else if (OPT("--password-command")) {
             VALUE();
             g.password_command = val;
+        } else if (OPT("--key-file")) {
+            VALUE();
+            g.key_file = val;
+        } else if (OPT("--key-command")) {
+            VALUE();
+            g.key_command = val;
         } else if (OPT("--json")) {
             g.json = true;
         } else if (OPT("-q") || OPT("--quiet")) {
@@ -380,6 +246,12 @@ bool cli_common_option(int c, const char *arg)
         return true;
     case OPT_PWCMD:
         g.password_command = arg;
+        return true;
+    case OPT_KEYFILE:
+        g.key_file = arg;
+        return true;
+    case OPT_KEYCMD:
+        g.key_command = arg;
         return true;
     case OPT_JSON:
         g.json = true;

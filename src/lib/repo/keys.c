@@ -87,8 +87,19 @@ static void host_user(char host[256], char user[64])
     snprintf(user, 64, "%s", pw ? pw->pw_name : "unknown");
 }
 
-int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *password,
-                    uint32_t log_n, char out_id[65])
+/* The key-encryption key of a slot from a credential. */
+static int slot_kek(uint8_t kek[CF_KEY_LEN], const cf_credential *cred, const uint8_t *salt,
+                    size_t salt_len, uint64_t n, uint32_t r, uint32_t p)
+{
+    if (cred->key) {
+        cf_kdf(kek, cred->key, "coffer raw key slot", salt, salt_len);
+        return 0;
+    }
+    return cf_scrypt(kek, cred->password, strlen(cred->password), salt, salt_len, n, r, p);
+}
+
+int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential *cred,
+                    char out_id[65])
 {
     int rc = 0;
     uint8_t salt[32], kek[CF_KEY_LEN];
@@ -96,10 +107,13 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *passwor
     cf_buf bundle;
     uint8_t idb[32];
     char *salt64 = NULL, *data64 = NULL, *text = NULL, name[80];
-    json_t *doc = NULL;
+    json_t *doc = NULL, *gens = NULL;
     char host[256], user[64], when[40];
+    uint32_t log_n = cred->kdf_log_n ? cred->kdf_log_n : CF_KDF_LOG_N_DEFAULT;
 
-    if (log_n < 10 || log_n > 24)
+    if (!cred->key && (!cred->password || !*cred->password))
+        return cf_error_set(CF_EINVAL, 0, "an empty password is not allowed");
+    if (!cred->key && (log_n < 10 || log_n > 24))
         return cf_error_set(CF_EINVAL, 0, "scrypt cost 2^%u out of range (2^10..2^24)", log_n);
     cf_buf_init(&bundle, 1 << 20);
     if ((rc = cf_master__encode(&bundle, mk)))
@@ -111,23 +125,31 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *passwor
     }
     if ((rc = cf_random_bytes(salt, sizeof(salt))) || (rc = cf_random_bytes(idb, sizeof(idb))))
         goto out;
-    rc = cf_scrypt(kek, password, strlen(password), salt, sizeof(salt), (uint64_t)1 << log_n, 8, 1);
-    if (rc)
+    if ((rc = slot_kek(kek, cred, salt, sizeof(salt), (uint64_t)1 << log_n, 8, 1)))
         goto out;
     rc = cf_aead_seal(sealed, kek, SLOT_AAD, strlen(SLOT_AAD), bundle.data, bundle.len);
     if (rc)
         goto out;
     salt64 = cf_base64_encode(salt, sizeof(salt));
     data64 = cf_base64_encode(sealed, sealed_len);
-    if (!salt64 || !data64) {
+    gens = json_array();
+    if (!salt64 || !data64 || !gens) {
         rc = CF_ENOMEM;
         goto out;
     }
+    for (uint32_t i = 0; i < mk->ngens; i++)
+        json_array_append_new(gens, json_integer(mk->gen_ids[i]));
     host_user(host, user);
     cf_time_format(when, cf_now_ns());
-    doc = json_pack("{s:i, s:s, s:I, s:i, s:i, s:s, s:s, s:s, s:s, s:s}", "version", 1, "kdf",
-                    "scrypt", "n", (json_int_t)((uint64_t)1 << log_n), "r", 8, "p", 1, "salt",
-                    salt64, "created", when, "host", host, "user", user, "data", data64);
+    if (cred->key)
+        doc = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:I}", "version", 1, "kdf", "raw",
+                        "salt", salt64, "created", when, "host", host, "user", user, "data", data64,
+                        "generations", gens, "current", (json_int_t)mk->gen);
+    else
+        doc = json_pack("{s:i, s:s, s:I, s:i, s:i, s:s, s:s, s:s, s:s, s:s, s:O, s:I}", "version", 1,
+                        "kdf", "scrypt", "n", (json_int_t)((uint64_t)1 << log_n), "r", 8, "p", 1,
+                        "salt", salt64, "created", when, "host", host, "user", user, "data", data64,
+                        "generations", gens, "current", (json_int_t)mk->gen);
     if (!doc || !(text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS))) {
         rc = cf_error_set(CF_ENOMEM, 0, "unable to encode key slot");
         goto out;
@@ -145,6 +167,7 @@ out:
     free(data64);
     free(text);
     json_decref(doc);
+    json_decref(gens);
     return rc;
 }
 
@@ -178,9 +201,9 @@ static void name_list_free(name_list *l)
     free(l->names);
 }
 
-/* Try one slot: 0 on success, CF_EAUTH when the password does not open it, other errors when
- * the slot itself is unreadable. */
-static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const char *password,
+/* Try one slot: 0 on success, CF_EAUTH when the credential does not open it (or is of the
+ * other kind), other errors when the slot itself is unreadable. */
+static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const cf_credential *cred,
                     const char *name)
 {
     int rc = 0;
@@ -192,29 +215,35 @@ static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const c
     uint8_t kek[CF_KEY_LEN];
     uint8_t *plain = NULL;
     cf_buf_init(&salt, 4096);
-    cf_buf_init(&data, 4096);
-    if (!doc || json_unpack(doc, "{s:I, s:s, s:I, s:I, s:I, s:s, s:s}", "version", &version, "kdf",
-                            &kdf, "n", &n, "r", &r, "p", &p, "salt", &salt64, "data", &data64)) {
+    cf_buf_init(&data, 1 << 20);
+    if (!doc || json_unpack(doc, "{s:I, s:s, s:s, s:s}", "version", &version, "kdf", &kdf, "salt",
+                            &salt64, "data", &data64)) {
         rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' is damaged: not a valid key document", name);
         goto out;
     }
-    if (version != 1 || strcmp(kdf, "scrypt") != 0) {
+    if (version != 1 || (strcmp(kdf, "scrypt") != 0 && strcmp(kdf, "raw") != 0)) {
         rc = cf_error_set(CF_EUNSUPPORTED, 0, "key slot '%s' uses an unsupported format (%s v%lld)",
                           name, kdf, (long long)version);
         goto out;
     }
-    if (n < 2 || n > (1 << 24) || (n & (n - 1)) || r < 1 || r > 32 || p < 1 || p > 16) {
-        rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' has out-of-range scrypt parameters", name);
+    bool raw = strcmp(kdf, "raw") == 0;
+    if (raw != (cred->key != NULL)) {
+        rc = CF_EAUTH; /* a password cannot open a key slot and the other way round */
         goto out;
+    }
+    if (!raw) {
+        if (json_unpack(doc, "{s:I, s:I, s:I}", "n", &n, "r", &r, "p", &p) || n < 2 ||
+            n > (1 << 24) || (n & (n - 1)) || r < 1 || r > 32 || p < 1 || p > 16) {
+            rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' has out-of-range scrypt parameters", name);
+            goto out;
+        }
     }
     if (cf_base64_decode(&salt, salt64) || cf_base64_decode(&data, data64) || salt.len < 16 ||
         data.len < CF_SEAL_OVERHEAD + 48 || data.len > 65536) {
         rc = cf_error_set(CF_ECORRUPT, 0, "key slot '%s' is damaged: bad salt or key data", name);
         goto out;
     }
-    rc = cf_scrypt(kek, password, strlen(password), salt.data, salt.len, (uint64_t)n, (uint32_t)r,
-                   (uint32_t)p);
-    if (rc)
+    if ((rc = slot_kek(kek, cred, salt.data, salt.len, (uint64_t)n, (uint32_t)r, (uint32_t)p)))
         goto out;
     plain = cf_malloc(data.len);
     if (!plain) {
@@ -237,11 +266,12 @@ out:
     return rc;
 }
 
-int cf_keys__open(cf_master_key *out, cf_storage *st, const char *password, const char *url)
+int cf_keys__open(cf_master_key *out, char out_slot[65], cf_storage *st, const cf_credential *cred,
+                  const char *url)
 {
     name_list l = {0};
     int rc = cf_storage_list(st, "keys/", collect_name, &l);
-    int damaged = 0;
+    size_t damaged = 0;
     char first_damage[512] = "";
     if (rc)
         goto out;
@@ -255,11 +285,19 @@ int cf_keys__open(cf_master_key *out, cf_storage *st, const char *password, cons
         size_t len = 0;
         int r2 = cf_storage_get(st, l.names[i], 0, 0, &text, &len);
         if (r2 == 0)
-            r2 = try_slot(out, text, len, password, l.names[i]);
+            r2 = try_slot(out, text, len, cred, l.names[i]);
         free(text);
         if (r2 == 0) {
             rc = 0;
+            if (out_slot) {
+                const char *base = strrchr(l.names[i], '/');
+                snprintf(out_slot, 65, "%s", base ? base + 1 : l.names[i]);
+            }
             break;
+        }
+        if (r2 == CF_ENOMEM || r2 == CF_ERETRYABLE || r2 == CF_EIO) {
+            rc = r2;
+            goto out;
         }
         if (r2 != CF_EAUTH) {
             damaged++;
@@ -268,14 +306,191 @@ int cf_keys__open(cf_master_key *out, cf_storage *st, const char *password, cons
         }
     }
     if (rc == CF_EAUTH) {
-        if (damaged == (int)l.n)
+        if (damaged == l.n) {
             rc = cf_error_set(CF_ECORRUPT, 0, "no key slot of '%s' is readable: %s", url, first_damage);
-        else
-            rc = cf_error_set(CF_EAUTH, 0, "wrong password: no key slot of repository '%s' opens with it", url);
-        if (rc == CF_EAUTH)
-            cf_error_hint("check COFFER_PASSWORD, --password-file or --password-command");
+        } else {
+            rc = cf_error_set(CF_EAUTH, 0, "wrong %s: no key slot of repository '%s' opens with it",
+                              cred->key ? "key" : "password", url);
+            cf_error_hint(cred->key ? "check COFFER_KEY, --key-file or --key-command"
+                                    : "check COFFER_PASSWORD, --password-file or --password-command");
+        }
     }
 out:
     name_list_free(&l);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ key management */
+
+static int slot_info(cf_key_info *k, cf_storage *st, const char *name)
+{
+    uint8_t *text = NULL;
+    size_t len = 0;
+    memset(k, 0, sizeof(*k));
+    const char *base = strrchr(name, '/');
+    snprintf(k->id, sizeof(k->id), "%s", base ? base + 1 : name);
+    int rc = cf_storage_get(st, name, 0, 0, &text, &len);
+    if (rc)
+        return rc;
+    json_error_t jerr;
+    json_t *doc = json_loadb((const char *)text, len, 0, &jerr);
+    free(text);
+    const char *kdf = "?", *created = "", *host = "", *user = "";
+    if (!doc || json_unpack(doc, "{s:s, s?s, s?s, s?s}", "kdf", &kdf, "created", &created, "host",
+                            &host, "user", &user)) {
+        snprintf(k->kdf, sizeof(k->kdf), "damaged");
+        json_decref(doc);
+        return 0;
+    }
+    snprintf(k->kdf, sizeof(k->kdf), "%s", strcmp(kdf, "raw") == 0 ? "key" : "password");
+    snprintf(k->created, sizeof(k->created), "%s", created);
+    snprintf(k->host, sizeof(k->host), "%s", host);
+    snprintf(k->user, sizeof(k->user), "%s", user);
+    json_t *gens = json_object_get(doc, "generations");
+    size_t i;
+    json_t *v;
+    k->ngenerations = 0;
+    json_array_foreach(gens, i, v)
+    {
+        if (k->ngenerations < CF_KEY_INFO_MAX_GENS && json_is_integer(v))
+            k->generations[k->ngenerations++] = (uint32_t)json_integer_value(v);
+    }
+    k->current_generation = (uint32_t)json_integer_value(json_object_get(doc, "current"));
+    json_decref(doc);
+    return 0;
+}
+
+int cf_key_list(cf_key_info **out, size_t *out_count, cf_repo *r)
+{
+    name_list l = {0};
+    *out = NULL;
+    *out_count = 0;
+    int rc = cf_storage_list(r->st, "keys/", collect_name, &l);
+    cf_key_info *v = NULL;
+    if (rc == 0 && !(v = cf_calloc(l.n ? l.n : 1, sizeof(*v))))
+        rc = CF_ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+        int r2 = slot_info(&v[n], r->st, l.names[i]);
+        if (r2 == CF_ENOTFOUND)
+            continue;
+        if (r2) {
+            rc = r2;
+            break;
+        }
+        v[n].current = strcmp(v[n].id, r->slot_id) == 0;
+        n++;
+    }
+    name_list_free(&l);
+    if (rc) {
+        free(v);
+        return rc;
+    }
+    *out = v;
+    *out_count = n;
+    return 0;
+}
+
+int cf_key_add(cf_repo *r, const cf_credential *cred, char out_id[65])
+{
+    return cf_keys__create(r->st, &r->mk, cred, out_id);
+}
+
+/* Resolve an id prefix to a slot name. */
+static int find_slot(char out[80], cf_repo *r, const char *prefix)
+{
+    name_list l = {0};
+    int rc = cf_storage_list(r->st, "keys/", collect_name, &l);
+    size_t hits = 0, plen = strlen(prefix);
+    for (size_t i = 0; rc == 0 && i < l.n; i++) {
+        const char *base = strrchr(l.names[i], '/');
+        base = base ? base + 1 : l.names[i];
+        if (plen >= 4 && strncmp(base, prefix, plen) == 0) {
+            snprintf(out, 80, "%s", l.names[i]);
+            hits++;
+        }
+    }
+    name_list_free(&l);
+    if (rc)
+        return rc;
+    if (hits == 0)
+        return cf_error_set(CF_ENOTFOUND, 0, "no key slot '%s'", prefix);
+    if (hits > 1)
+        return cf_error_set(CF_EINVAL, 0, "key slot id '%s' is ambiguous", prefix);
+    return 0;
+}
+
+int cf_key_remove(cf_repo *r, const char *id)
+{
+    char name[80];
+    int rc = find_slot(name, r, id);
+    if (rc)
+        return rc;
+    const char *base = strrchr(name, '/') + 1;
+    if (strcmp(base, r->slot_id) == 0) {
+        cf_error_set(CF_EINVAL, 0, "refusing to remove key slot %.8s: it is the one in use", base);
+        cf_error_hint("open the repository with another key to remove this one, or use 'key passwd'");
+        return CF_EINVAL;
+    }
+    if ((rc = cf_repo_lock(r, CF_LOCK_EXCLUSIVE)))
+        return rc;
+    rc = cf_storage_remove(r->st, name);
+    cf_repo_unlock(r);
+    return rc;
+}
+
+/* Write a new slot for cred holding mk, then remove the slot in use. */
+static int replace_slot(cf_repo *r, const cf_master_key *mk, const cf_credential *cred,
+                        char out_id[65])
+{
+    int rc = cf_repo_lock(r, CF_LOCK_EXCLUSIVE);
+    if (rc)
+        return rc;
+    char old[80];
+    snprintf(old, sizeof(old), "keys/%s", r->slot_id);
+    if ((rc = cf_keys__create(r->st, mk, cred, out_id)) == 0) {
+        /* the new slot is durable before the old one goes: a crash leaves both */
+        rc = cf_storage_remove(r->st, old);
+        if (rc == CF_ENOTFOUND)
+            rc = 0;
+        if (rc == 0) {
+            memcpy(r->slot_id, out_id, 65);
+            r->mk = *mk;
+        }
+    }
+    cf_repo_unlock(r);
+    return rc;
+}
+
+int cf_key_passwd(cf_repo *r, const cf_credential *cred, char out_id[65])
+{
+    return replace_slot(r, &r->mk, cred, out_id);
+}
+
+int cf_key_rotate(cf_repo *r, const cf_credential *cred, char out_id[65], uint32_t *out_gen)
+{
+    cf_master_key mk = r->mk;
+    uint32_t next = 0;
+    for (uint32_t i = 0; i < mk.ngens; i++)
+        if (mk.gen_ids[i] >= next)
+            next = mk.gen_ids[i] + 1;
+    if (mk.ngens >= CF_MAX_GENERATIONS) {
+        cf_wipe(&mk, sizeof(mk));
+        cf_error_set(CF_EUNSUPPORTED, 0, "this key holds %u data key generations, the most allowed",
+                     mk.ngens);
+        cf_error_hint("run 'coffer rewrite --reencrypt' to retire old generations first");
+        return CF_EUNSUPPORTED;
+    }
+    int rc = cf_random_bytes(mk.gen_keys[mk.ngens], CF_KEY_LEN);
+    if (rc == 0) {
+        mk.gen_ids[mk.ngens] = next;
+        mk.ngens++;
+        mk.gen = next;
+        memcpy(mk.data, mk.gen_keys[mk.ngens - 1], CF_KEY_LEN);
+        rc = replace_slot(r, &mk, cred, out_id);
+    }
+    if (rc == 0 && out_gen)
+        *out_gen = next;
+    cf_wipe(&mk, sizeof(mk));
     return rc;
 }

@@ -11,6 +11,14 @@
 
 int cf_repo_init(const char *url, const char *password, const cf_init_opts *opts)
 {
+    cf_credential cred = {password, NULL, opts ? opts->kdf_log_n : 0};
+    if (!password || !*password)
+        return cf_error_set(CF_EINVAL, 0, "an empty password is not allowed");
+    return cf_repo_init_cred(url, &cred, opts);
+}
+
+int cf_repo_init_cred(const char *url, const cf_credential *cred, const cf_init_opts *opts)
+{
     cf_init_opts def = {0, 0, 0, 0, -1, 0};
     cf_storage *st = NULL;
     cf_master_key mk;
@@ -20,7 +28,7 @@ int cf_repo_init(const char *url, const char *password, const cf_init_opts *opts
     int rc;
     if (!opts)
         opts = &def;
-    if (!password || !*password)
+    if (!cred || (!cred->key && (!cred->password || !*cred->password)))
         return cf_error_set(CF_EINVAL, 0, "an empty password is not allowed");
     memset(&cfg, 0, sizeof(cfg));
     cfg.version = CF_FORMAT_VERSION;
@@ -48,7 +56,7 @@ int cf_repo_init(const char *url, const char *password, const cf_init_opts *opts
         goto out;
     cf_hex_encode(cfg.id, idb, sizeof(idb));
     /* key slot first: a config without a key would be a repository nobody can open */
-    if ((rc = cf_keys__create(st, &mk, password, opts->kdf_log_n ? opts->kdf_log_n : CF_KDF_LOG_N_DEFAULT, key_id)))
+    if ((rc = cf_keys__create(st, &mk, cred, key_id)))
         goto out;
     rc = cf_config__write(st, &cfg, &mk);
 out:
@@ -118,6 +126,12 @@ int cf_repo__load_index(cf_repo *r)
 
 int cf_repo_open(cf_repo **out, const char *url, const char *password)
 {
+    cf_credential cred = {password ? password : "", NULL, 0};
+    return cf_repo_open_cred(out, url, &cred);
+}
+
+int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
+{
     int rc;
     cf_buf raw;
     cf_repo *r = cf_calloc(1, sizeof(*r));
@@ -137,9 +151,7 @@ int cf_repo_open(cf_repo **out, const char *url, const char *password)
         goto out;
     if ((rc = cf_config__read_unverified(&r->cfg, &raw, r->st, url)))
         goto out;
-    if (!password)
-        password = "";
-    if ((rc = cf_keys__open(&r->mk, r->st, password, url)))
+    if ((rc = cf_keys__open(&r->mk, r->slot_id, r->st, cred, url)))
         goto out;
     if ((rc = cf_config__read(&r->cfg, r->st, &r->mk, url)))
         goto out;

@@ -204,6 +204,7 @@ struct cf_repo {
     cf_id *new_packs; size_t n_new_packs, new_packs_cap; /* written since last index flush */
     char **warnings; size_t nwarnings;
     char lock_name[80];      /* held lock object, "" if none */
+    char slot_id[65];        /* the key slot this handle was opened with */
     cf_lock_mode lock_mode;
     double lock_refreshed;
     uint64_t bytes_written;  /* pack and index bytes stored by this handle */
@@ -282,9 +283,10 @@ void cf_repo__warn(cf_repo *r, const char *fmt, ...) __attribute__((format(print
 int cf_repo__refresh_lock(cf_repo *r);
 
 /* Key slots. */
-int cf_keys__create(cf_storage *st, const cf_master_key *mk, const char *password,
-                    uint32_t log_n, char out_id[65]);
-int cf_keys__open(cf_master_key *out, cf_storage *st, const char *password, const char *url);
+int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential *cred,
+                    char out_id[65]);
+int cf_keys__open(cf_master_key *out, char out_slot[65], cf_storage *st, const cf_credential *cred,
+                  const char *url);
 
 /* Config. */
 int cf_config__write(cf_storage *st, const cf_config *c, const cf_master_key *mk);

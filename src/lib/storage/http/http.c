@@ -365,6 +365,9 @@ static int attempt(cf_http *h, const cf_http_request *req, cf_http_response *res
     cf_buf_init(&resp->body, (cap.max_body > ERROR_BODY_MAX ? cap.max_body : ERROR_BODY_MAX) + 1);
     cf_http_headers_free(&resp->headers);
     resp->status = 0;
+    free(resp->err_code);
+    free(resp->err_message);
+    resp->err_code = resp->err_message = NULL;
 
     if (req->sign && (rc = req->sign(&signed_h, req->sign_payload)) < 0)
         goto out;
@@ -472,6 +475,9 @@ static bool curl_retryable(CURLcode cc)
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_SEND_FAIL_REWIND:
     case CURLE_AGAIN:
+    /* Our URLs are always http or https, so this can only be curl refusing a reply that is
+     * not HTTP/1.x (read as HTTP/0.9): garbage on a reused connection. */
+    case CURLE_UNSUPPORTED_PROTOCOL:
         return true;
     default:
         return false;

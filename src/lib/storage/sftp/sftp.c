@@ -52,7 +52,8 @@ typedef struct {
     int sock;
     LIBSSH2_SESSION *ssh;
     LIBSSH2_SFTP *sftp;
-    bool lost;         /* the running operation saw the connection fail */
+    bool lost;         /* the running operation saw the connection fail: redo it */
+    bool broken;       /* the connection failed after the operation took effect: drop it */
     bool no_fsync;     /* the server lacks fsync@openssh.com */
     bool no_dir_fsync; /* the server cannot open directories for fsync */
 } sftp_drv;
@@ -766,6 +767,25 @@ static bool auth_refused(int lib)
            lib == LIBSSH2_ERROR_KEYFILE_AUTH_FAILED;
 }
 
+/* Is the private key file (or its .pub companion) an RSA key? Reads headers only. */
+static bool rsa_key(const char *file)
+{
+    char line[128] = "";
+    bool rsa = false;
+    FILE *f = fopen(file, "re");
+    if (f) {
+        rsa = fgets(line, sizeof(line), f) && strstr(line, "BEGIN RSA PRIVATE KEY");
+        fclose(f);
+    }
+    char *pub = cf_asprintf("%s.pub", file);
+    if (!rsa && pub && (f = fopen(pub, "re")) != NULL) {
+        rsa = fgets(line, sizeof(line), f) && strncmp(line, "ssh-rsa ", 8) == 0;
+        fclose(f);
+    }
+    free(pub);
+    return rsa;
+}
+
 /* Try one private key file. Returns 0 when authenticated, 1 when refused (reason appended to
  * tried), or a negative code for a broken connection. */
 static int try_key_file(sftp_drv *d, const char *file, cf_buf *tried)
@@ -784,6 +804,13 @@ static int try_key_file(sftp_drv *d, const char *file, cf_buf *tried)
     if (e.lib == LIBSSH2_ERROR_FILE)
         cf_buf_printf(tried, "%skey '%s' could not be loaded (unreadable, unsupported, or "
                              "encrypted without COFFER_SFTP_KEY_PASSPHRASE)",
+                      tried->len ? "; " : "", file);
+    else if (rsa_key(file))
+        /* libssh2 1.10 signs RSA authentication with SHA-1 ("ssh-rsa") only, which OpenSSH
+         * 8.8 and later refuse unless PubkeyAcceptedAlgorithms allows it */
+        cf_buf_printf(tried, "%sRSA key '%s' was refused (this build can sign RSA only with "
+                             "SHA-1 ssh-rsa, which OpenSSH 8.8+ refuses by default; use an "
+                             "ed25519 key)",
                       tried->len ? "; " : "", file);
     else
         cf_buf_printf(tried, "%skey '%s' was refused", tried->len ? "; " : "", file);
@@ -968,9 +995,13 @@ static int run(sftp_drv *d, op_fn fn, void *arg)
         if (attempt == 0 && take_injected_drop())
             (void)shutdown(d->sock, SHUT_RDWR); /* testing: the connection "drops" */
         d->lost = false;
+        d->broken = false;
         rc = fn(d, arg);
-        if (!d->lost)
+        if (!d->lost) {
+            if (d->broken)
+                conn_close(d, false); /* done, but the next operation needs a new one */
             break;
+        }
         conn_close(d, false);
     }
     pthread_mutex_unlock(&d->lock);
@@ -1035,8 +1066,11 @@ static int mkdir_p(sftp_drv *d, const char *path, const char *name, int depth)
     /* Already there (OpenSSH answers a plain failure for EEXIST), or a real error. */
     LIBSSH2_SFTP_ATTRIBUTES a;
     sftp_err e2;
-    if (raw_stat(d, path, &a, &e2) == 0 && attrs_dir(&a))
+    int sr = raw_stat(d, path, &a, &e2);
+    if (sr == 0 && attrs_dir(&a))
         return 0;
+    if (sr < 0 && !is_status(&e2))
+        return report(d, &e2, "create folder", name);
     if (e.st == LIBSSH2_FX_FAILURE || e.st == LIBSSH2_FX_FILE_ALREADY_EXISTS)
         return cf_error_set(CF_EIO, (int)e.st,
                             "unable to create folder '%s' in '%s': something that is not a "
@@ -1185,7 +1219,8 @@ static int write_failed(sftp_drv *d, const char *dir, const char *name, size_t n
 }
 
 /* fsync a directory on the server, best effort: sftp-server opens directories as files, so
- * fsync@openssh.com reaches them; servers that refuse are not asked again. */
+ * fsync@openssh.com reaches them; servers that refuse are not asked again. It runs after the
+ * object is published, so a connection failing here must not repeat the put. */
 static void fsync_dir(sftp_drv *d, const char *dir)
 {
     if (d->no_fsync || d->no_dir_fsync)
@@ -1198,7 +1233,7 @@ static void fsync_dir(sftp_drv *d, const char *dir)
         if (is_status(&e))
             d->no_dir_fsync = true;
         else
-            d->lost = true;
+            d->broken = true;
         return;
     }
     if (libssh2_sftp_fsync(h) != 0) {
@@ -1207,7 +1242,7 @@ static void fsync_dir(sftp_drv *d, const char *dir)
         if (is_status(&e))
             d->no_dir_fsync = true;
         else
-            d->lost = true;
+            d->broken = true;
     }
     libssh2_sftp_close_handle(h);
 }
@@ -1569,9 +1604,11 @@ static int op_remove(sftp_drv *d, void *arg)
         capture(d, &e);
         LIBSSH2_SFTP_ATTRIBUTES a;
         /* OpenSSH answers a plain failure for a folder (EISDIR): a folder is not an object */
-        if (is_status_of(&e, LIBSSH2_FX_FAILURE) && raw_stat(d, full, &a, &e2) == 0 &&
-            attrs_dir(&a))
+        int sr = is_status_of(&e, LIBSSH2_FX_FAILURE) ? raw_stat(d, full, &a, &e2) : 1;
+        if (sr == 0 && attrs_dir(&a))
             rc = not_found(d, name);
+        else if (sr < 0 && !is_status(&e2))
+            rc = report(d, &e2, "remove", name);
         else
             rc = report(d, &e, "remove", name);
     }
@@ -1629,8 +1666,9 @@ static int list_dir(sftp_drv *d, list_args *l, int depth)
     if (!h) {
         sftp_err e;
         capture(d, &e);
-        /* a missing folder (or an object where the folder would be) lists nothing */
-        if (!(is_status(&e) && (status_code(e.st) == CF_ENOTFOUND || e.st == LIBSSH2_FX_FAILURE)))
+        /* a missing folder (or an object where the folder would be: ENOTDIR, which
+         * sftp-server reports as "no such file") lists nothing */
+        if (!(is_status(&e) && status_code(e.st) == CF_ENOTFOUND))
             rc = report(d, &e, "list", l->prefix[0] ? l->prefix : "/");
         goto out;
     }

@@ -1,0 +1,145 @@
+/*
+ * cmd_key.c - `coffer key list|add|remove|passwd|rotate`: key slots and data key generations.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static void print_gens(const cf_key_info *k)
+{
+    for (uint32_t i = 0; i < k->ngenerations; i++)
+        printf("%s%u", i ? "," : "", k->generations[i]);
+}
+
+static int key_list(cf_repo *repo)
+{
+    cf_key_info *v = NULL;
+    size_t n = 0;
+    int rc = cf_key_list(&v, &n, repo);
+    if (rc)
+        return cli_fail(rc);
+    if (g.json) {
+        json_t *arr = json_array();
+        for (size_t i = 0; i < n; i++) {
+            json_t *gens = json_array();
+            for (uint32_t k = 0; k < v[i].ngenerations; k++)
+                json_array_append_new(gens, json_integer(v[i].generations[k]));
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:I}", "id",
+                                                 v[i].id, "kind", v[i].kdf, "created", v[i].created,
+                                                 "host", v[i].host, "user", v[i].user, "current",
+                                                 v[i].current, "generations", gens,
+                                                 "current_generation",
+                                                 (json_int_t)v[i].current_generation));
+        }
+        cli_print_json(arr);
+    } else {
+        printf(" %-8s  %-8s  %-19s  %-12s  %-10s  %s\n", "ID", "Kind", "Created", "Host", "User",
+               "Generations (current)");
+        for (size_t i = 0; i < n; i++) {
+            printf("%c%.8s  %-8s  %.19s  %-12s  %-10s  ", v[i].current ? '*' : ' ', v[i].id,
+                   v[i].kdf, v[i].created, v[i].host, v[i].user);
+            print_gens(&v[i]);
+            printf(" (%u)\n", v[i].current_generation);
+        }
+        printf("* = the key in use\n");
+    }
+    free(v);
+    return 0;
+}
+
+int cmd_key(int argc, char **argv)
+{
+    enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF };
+    static const struct option opts[] = {
+        CLI_COMMON_OPTIONS,
+        {"new-password-file", required_argument, NULL, O_NPWF},
+        {"new-key-file", required_argument, NULL, O_NKF},
+        {"new-key-command", required_argument, NULL, O_NKC},
+        {"kdf-log-n", required_argument, NULL, O_KDF},
+        {NULL, 0, NULL, 0},
+    };
+    unsigned kdf = 0;
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "r:qv", opts, NULL)) != -1) {
+        if (cli_common_option(c, optarg))
+            continue;
+        switch (c) {
+        case 'r': g.repo = optarg; break;
+        case 'q': g.quiet = true; break;
+        case 'v': g.verbose++; break;
+        case O_NPWF: g.new_password_file = optarg; break;
+        case O_NKF: g.new_key_file = optarg; break;
+        case O_NKC: g.new_key_command = optarg; break;
+        case O_KDF: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (end == optarg || *end || v < 10 || v > 24)
+                return cli_usage("key: --kdf-log-n takes 10..24");
+            kdf = (unsigned)v;
+            break;
+        }
+        default:
+            return cli_usage("key: unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc)
+        return cli_usage("key: give list, add, remove ID, passwd or rotate");
+    const char *sub = argv[optind];
+    bool needs_new = strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0 ||
+                     strcmp(sub, "rotate") == 0;
+    if (strcmp(sub, "remove") == 0 ? optind + 2 != argc : optind + 1 != argc)
+        return cli_usage("key %s: wrong number of arguments", sub);
+    if (!needs_new && strcmp(sub, "list") != 0 && strcmp(sub, "remove") != 0)
+        return cli_usage("key: unknown subcommand '%s' (list, add, remove, passwd, rotate)", sub);
+    cf_repo *repo = NULL;
+    int rc = cli_open(&repo);
+    if (rc)
+        return rc;
+    if (strcmp(sub, "list") == 0) {
+        rc = key_list(repo);
+    } else if (strcmp(sub, "remove") == 0) {
+        int krc = cf_key_remove(repo, argv[optind + 1]);
+        if (krc)
+            rc = cli_fail(krc);
+        else if (!g.quiet)
+            printf("removed key slot %s\n", argv[optind + 1]);
+    } else {
+        cli_cred nc;
+        if ((rc = cli_cred_get(&nc, true, true)) == 0) {
+            nc.c.kdf_log_n = kdf;
+            char id[65];
+            uint32_t gen = 0;
+            int krc;
+            if (strcmp(sub, "add") == 0)
+                krc = cf_key_add(repo, &nc.c, id);
+            else if (strcmp(sub, "passwd") == 0)
+                krc = cf_key_passwd(repo, &nc.c, id);
+            else
+                krc = cf_key_rotate(repo, &nc.c, id, &gen);
+            if (krc) {
+                rc = cli_fail(krc);
+            } else if (g.json) {
+                cli_print_json(json_pack("{s:s, s:s, s:I}", "action", sub, "id", id, "generation",
+                                         (json_int_t)gen));
+            } else if (!g.quiet) {
+                if (strcmp(sub, "add") == 0)
+                    printf("added key slot %.8s\n", id);
+                else if (strcmp(sub, "passwd") == 0)
+                    printf("replaced the key slot in use by %.8s\n", id);
+                else
+                    printf("rotated: new data key generation %u; the key slot in use is now %.8s\n"
+                           "other key slots still hold only the old generations: remove them with "
+                           "'coffer key remove ID'\n",
+                           gen, id);
+            }
+            cli_cred_free(&nc);
+        }
+    }
+    cf_repo_close(repo);
+    return rc;
+}
