@@ -302,6 +302,8 @@ typedef struct {
                                    share of the repository; default 5 */
     uint64_t max_repack_bytes;  /* 0: unlimited */
     bool dry_run;
+    bool reencrypt;             /* also repack every pack sealed under an older data key
+                                   generation, and re-seal the index under the current one */
     cf_backup_error_cb on_message; /* progress and decisions, one line each; may be NULL */
     void *payload;
 } cf_prune_opts;
@@ -318,6 +320,20 @@ typedef struct {
  * the index. Takes an exclusive lock (refuses with CF_ELOCKED while a backup runs). Safe to
  * interrupt at any point: see docs/internals/prune.md. */
 int cf_prune(cf_repo *repo, const cf_prune_opts *opts, cf_prune_stats *out_stats);
+
+typedef struct {
+    cf_prune_stats prune;
+    uint64_t snapshots_resealed;
+    uint32_t generations_retired;
+} cf_rewrite_stats;
+
+/* Re-seal everything under the current data key generation: packs of older generations are
+ * repacked (and unused data dropped, as prune does), index files and snapshot documents are
+ * written again (snapshot ids change: a snapshot's id is the hash of its sealed document),
+ * and the older generations are removed from the key slot in use, which is rewritten for
+ * cred. Afterwards nothing in the repository needs an older generation. Exclusive lock. */
+int cf_rewrite_reencrypt(cf_repo *repo, const cf_credential *cred, const cf_prune_opts *opts,
+                         cf_rewrite_stats *out_stats);
 
 /* ---------------------------------------------------------------- stats and debugging */
 

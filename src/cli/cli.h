@@ -77,6 +77,7 @@ int cmd_unlock(int argc, char **argv);
 int cmd_forget(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_key(int argc, char **argv);
+int cmd_rewrite(int argc, char **argv);
 
 
 

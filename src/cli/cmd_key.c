@@ -143,3 +143,71 @@ int cmd_key(int argc, char **argv)
     cf_repo_close(repo);
     return rc;
 }
+
+int cmd_rewrite(int argc, char **argv)
+{
+    enum { O_REENC = OPT_FIRST_LOCAL, O_DRY };
+    static const struct option opts[] = {
+        CLI_COMMON_OPTIONS,
+        {"reencrypt", no_argument, NULL, O_REENC},
+        {"dry-run", no_argument, NULL, O_DRY},
+        {NULL, 0, NULL, 0},
+    };
+    bool reenc = false;
+    cf_prune_opts po;
+    memset(&po, 0, sizeof(po));
+    int c;
+    optind = 0;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "r:qvn", opts, NULL)) != -1) {
+        if (cli_common_option(c, optarg))
+            continue;
+        if (c == O_REENC)
+            reenc = true;
+        else if (c == O_DRY || c == 'n')
+            po.dry_run = true;
+        else if (c == 'r')
+            g.repo = optarg;
+        else if (c == 'q')
+            g.quiet = true;
+        else
+            return cli_usage("rewrite: unknown or incomplete option '%s'", argv[optind - 1]);
+    }
+    if (!reenc || optind < argc)
+        return cli_usage("rewrite: give --reencrypt (re-seal everything under the current key "
+                         "generation)");
+    if (!g.repo)
+        return cli_usage("no repository given: use --repo or set COFFER_REPO");
+    cli_cred cred;
+    int rc = cli_cred_get(&cred, false, false);
+    if (rc)
+        return rc;
+    cf_repo *repo = NULL;
+    int orc = cf_repo_open_cred(&repo, g.repo, &cred.c);
+    if (orc) {
+        cli_cred_free(&cred);
+        return cli_fail(orc);
+    }
+    cli_print_warnings(repo);
+    cf_rewrite_stats st;
+    int rrc = cf_rewrite_reencrypt(repo, &cred.c, &po, &st);
+    cli_cred_free(&cred);
+    if (rrc) {
+        rc = cli_fail(rrc);
+    } else if (g.json) {
+        cli_print_json(json_pack("{s:s, s:b, s:I, s:I, s:I, s:i}", "action", "reencrypt", "dry_run",
+                                 po.dry_run, "packs_repacked", (json_int_t)st.prune.packs_repacked,
+                                 "bytes_repacked", (json_int_t)st.prune.bytes_repacked,
+                                 "snapshots_resealed", (json_int_t)st.snapshots_resealed,
+                                 "generations_retired", (int)st.generations_retired));
+    } else if (!g.quiet) {
+        printf("%s %llu packs (%.1f MiB), re-sealed %llu snapshots, retired %u old key "
+               "generations from the key in use\n",
+               po.dry_run ? "would re-encrypt" : "re-encrypted",
+               (unsigned long long)st.prune.packs_repacked,
+               (double)st.prune.bytes_repacked / 1048576.0,
+               (unsigned long long)st.snapshots_resealed, st.generations_retired);
+    }
+    cf_repo_close(repo);
+    return rc;
+}

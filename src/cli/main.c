@@ -34,6 +34,7 @@ static const char *usage_text =
     "  cat config|snapshot|index|tree|pack ID   show an object (debugging)\n"
     "  unlock                    remove stale locks\n"
     "  key list|add|remove ID|passwd|rotate   manage key slots and data key generations\n"
+    "  rewrite --reencrypt       re-seal all data under the current key generation\n"
     "  version                   print the version\n"
     "\n"
     "global options:\n"
@@ -164,6 +165,7 @@ static const struct {
     {"dump", cmd_dump},       {"check", cmd_check},     {"stats", cmd_stats},
     {"cat", cmd_cat},         {"unlock", cmd_unlock},   {"version", cmd_version},
     {"forget", cmd_forget},   {"prune", cmd_prune},     {"key", cmd_key},
+    {"rewrite", cmd_rewrite},
 };
 
 int main(int argc, char **argv)

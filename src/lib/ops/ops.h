@@ -17,6 +17,9 @@ int cf_ops__find_parent(cf_snapshot **out, cf_repo *r, const cf_backup_opts *o, 
 
 
 
+/* Prune, optionally without taking the lock (the caller holds it). */
+int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool lock);
+
 /* A set of ids (open addressing), for visited trees and damaged packs. */
 typedef struct {
     cf_id *slots;

@@ -15,7 +15,7 @@ typedef struct {
     uint64_t size;        /* bytes in storage (0 when missing) */
     uint64_t used_bytes, unused_bytes;
     uint32_t used, unused;
-    bool indexed, present, repack, remove;
+    bool indexed, present, repack, remove, old_gen;
 } pack_info;
 
 typedef struct {
@@ -189,6 +189,11 @@ static int repack(pctx *c, pack_info *p)
 
 int cf_prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out)
 {
+    return cf_ops__prune(r, o, out, true);
+}
+
+int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool lock)
+{
     pctx c;
     cf_snapshot **snaps = NULL;
     size_t nsnaps = 0;
@@ -201,7 +206,7 @@ int cf_prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out)
     cf_idset_init(&c.seen_trees);
     cf_buf_init(&plain, 0);
     double max_unused = o->max_unused_percent > 0 ? o->max_unused_percent : 5.0;
-    int rc = cf_repo_lock(r, CF_LOCK_EXCLUSIVE);
+    int rc = lock ? cf_repo_lock(r, CF_LOCK_EXCLUSIVE) : 0;
     if (rc)
         goto out;
     if (cf_repo_warning_count(r)) {
@@ -282,6 +287,23 @@ int cf_prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out)
     }
     c.st.packs = c.npacks;
     c.st.bytes_total = total;
+    if (o->reencrypt) {
+        for (size_t i = 0; i < c.npacks && rc == 0; i++) {
+            pack_info *p = &c.packs[i];
+            if (p->remove || !p->present)
+                continue;
+            uint32_t gen = 0;
+            if ((rc = cf_repo__pack_generation(r, &p->id, &gen)))
+                goto out;
+            if (gen != r->mk.gen) {
+                p->old_gen = true;
+                p->repack = true;
+                c.st.bytes_freed += p->unused_bytes;
+                c.st.bytes_repacked += p->used_bytes;
+                unused -= p->unused_bytes;
+            }
+        }
+    }
     /* 3. choose packs to repack, most waste first, until waste is under the threshold */
     {
         pack_info **cand = cf_calloc(c.npacks ? c.npacks : 1, sizeof(*cand));
@@ -291,7 +313,7 @@ int cf_prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out)
             goto out;
         }
         for (size_t i = 0; i < c.npacks; i++)
-            if (!c.packs[i].remove && c.packs[i].unused)
+            if (!c.packs[i].remove && !c.packs[i].repack && c.packs[i].unused)
                 cand[nc++] = &c.packs[i];
         qsort(cand, nc, sizeof(*cand), cmp_unused);
         uint64_t remaining = total - c.st.bytes_freed;
@@ -325,7 +347,7 @@ int cf_prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out)
     if (o->dry_run)
         goto out;
     if (c.st.packs_deleted == 0 && c.st.packs_repacked == 0 && c.st.blobs_removed == 0 &&
-        c.nindex <= 1)
+        c.nindex <= 1 && !o->reencrypt)
         goto out; /* nothing to do */
 
     /* 4. repack: used blobs of chosen packs go into new packs */
@@ -393,7 +415,8 @@ int cf_prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out)
             rc = 0;
     }
 out:
-    cf_repo_unlock(r);
+    if (lock)
+        cf_repo_unlock(r);
     c.st.seconds = cf_mono_seconds() - t0;
     if (out)
         *out = c.st;

@@ -439,13 +439,12 @@ int cf_key_remove(cf_repo *r, const char *id)
     return rc;
 }
 
-/* Write a new slot for cred holding mk, then remove the slot in use. */
-static int replace_slot(cf_repo *r, const cf_master_key *mk, const cf_credential *cred,
-                        char out_id[65])
+/* Write a new slot for cred holding mk, then remove the slot in use. The caller holds the
+ * exclusive lock. */
+int cf_keys__replace_slot(cf_repo *r, const cf_master_key *mk, const cf_credential *cred,
+                          char out_id[65])
 {
-    int rc = cf_repo_lock(r, CF_LOCK_EXCLUSIVE);
-    if (rc)
-        return rc;
+    int rc = 0;
     char old[80];
     snprintf(old, sizeof(old), "keys/%s", r->slot_id);
     if ((rc = cf_keys__create(r->st, mk, cred, out_id)) == 0) {
@@ -458,6 +457,16 @@ static int replace_slot(cf_repo *r, const cf_master_key *mk, const cf_credential
             r->mk = *mk;
         }
     }
+    return rc;
+}
+
+static int replace_slot(cf_repo *r, const cf_master_key *mk, const cf_credential *cred,
+                        char out_id[65])
+{
+    int rc = cf_repo_lock(r, CF_LOCK_EXCLUSIVE);
+    if (rc)
+        return rc;
+    rc = cf_keys__replace_slot(r, mk, cred, out_id);
     cf_repo_unlock(r);
     return rc;
 }

@@ -415,6 +415,21 @@ static int pack_prefix(cf_repo *r, uint32_t no, const char *path, uint8_t out[CF
     return 0;
 }
 
+int cf_repo__pack_generation(cf_repo *r, const cf_id *pack, uint32_t *out)
+{
+    char path[80];
+    cf_pack__path(path, pack);
+    uint8_t *pre = NULL;
+    size_t n = 0;
+    int rc = cf_storage_get(r->st, path, 0, CF_PACK_PREFIX, &pre, &n);
+    if (rc == 0 && (n != CF_PACK_PREFIX || memcmp(pre, PACK_MAGIC, 4) != 0))
+        rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad prefix", path);
+    if (rc == 0)
+        *out = cf_le32_get(pre + 8);
+    free(pre);
+    return rc;
+}
+
 int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
 {
     char hex[65], path[80];

@@ -276,6 +276,11 @@ int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *
  * appends plaintext to out. */
 int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t *prefix,
                        const cf_pack_entry *e, const uint8_t *sealed, const char *name);
+/* The data key generation a pack is sealed under (reads its prefix). */
+int cf_repo__pack_generation(cf_repo *r, const cf_id *pack, uint32_t *out);
+/* Replace the key slot in use by one for cred holding mk (keys.c). */
+int cf_keys__replace_slot(cf_repo *r, const cf_master_key *mk, const cf_credential *cred,
+                          char out_id[65]);
 /* Pack name helpers: "data/xx/<hex>". */
 void cf_pack__path(char out[80], const cf_id *id);
 
