@@ -57,6 +57,10 @@ const char *cf_repo_warning(const cf_repo *repo, size_t i);
 
 /* ---------------------------------------------------------------- keys */
 
+/* What a key slot may do. An append-only key adds snapshots and data but cannot remove or
+ * rewrite anything (forget, prune, rewrite, key remove/rotate need an admin key). */
+typedef enum { CF_ROLE_ADMIN = 0, CF_ROLE_APPEND = 1 } cf_key_role;
+
 #define CF_KEY_INFO_MAX_GENS 64
 typedef struct {
     char id[65];
@@ -66,12 +70,16 @@ typedef struct {
     uint32_t generations[CF_KEY_INFO_MAX_GENS]; /* data key generations the slot holds */
     uint32_t ngenerations, current_generation;
     bool current;       /* the slot this handle was opened with */
+    cf_key_role role;
 } cf_key_info;
 
 /* Every key slot (readable without unlocking: metadata only). *out freed with free(). */
 int cf_key_list(cf_key_info **out, size_t *out_count, cf_repo *repo);
-/* Add a slot for cred holding this handle's keys. */
-int cf_key_add(cf_repo *repo, const cf_credential *cred, char out_id[65]);
+/* Add a slot for cred holding this handle's keys, with a role. An append-only key can only add
+ * append-only keys. */
+int cf_key_add(cf_repo *repo, const cf_credential *cred, cf_key_role role, char out_id[65]);
+/* The role of the key slot this handle was opened with. */
+cf_key_role cf_repo_role(const cf_repo *repo);
 /* Remove a slot by id prefix. The slot in use cannot be removed (CF_EINVAL). */
 int cf_key_remove(cf_repo *repo, const char *id);
 /* Replace the slot in use by one for cred (a new password or key). */

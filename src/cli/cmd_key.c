@@ -27,8 +27,10 @@ static int key_list(cf_repo *repo)
             json_t *gens = json_array();
             for (uint32_t k = 0; k < v[i].ngenerations; k++)
                 json_array_append_new(gens, json_integer(v[i].generations[k]));
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:I}", "id",
-                                                 v[i].id, "kind", v[i].kdf, "created", v[i].created,
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:I}", "id",
+                                                 v[i].id, "kind", v[i].kdf, "role",
+                                                 v[i].role == CF_ROLE_APPEND ? "append" : "admin",
+                                                 "created", v[i].created,
                                                  "host", v[i].host, "user", v[i].user, "current",
                                                  v[i].current, "generations", gens,
                                                  "current_generation",
@@ -36,11 +38,12 @@ static int key_list(cf_repo *repo)
         }
         cli_print_json(arr);
     } else {
-        printf(" %-8s  %-8s  %-19s  %-12s  %-10s  %s\n", "ID", "Kind", "Created", "Host", "User",
-               "Generations (current)");
+        printf(" %-8s  %-8s  %-6s  %-19s  %-12s  %-10s  %s\n", "ID", "Kind", "Role", "Created",
+               "Host", "User", "Generations (current)");
         for (size_t i = 0; i < n; i++) {
-            printf("%c%.8s  %-8s  %.19s  %-12s  %-10s  ", v[i].current ? '*' : ' ', v[i].id,
-                   v[i].kdf, v[i].created, v[i].host, v[i].user);
+            printf("%c%.8s  %-8s  %-6s  %.19s  %-12s  %-10s  ", v[i].current ? '*' : ' ', v[i].id,
+                   v[i].kdf, v[i].role == CF_ROLE_APPEND ? "append" : "admin", v[i].created,
+                   v[i].host, v[i].user);
             print_gens(&v[i]);
             printf(" (%u)\n", v[i].current_generation);
         }
@@ -52,16 +55,18 @@ static int key_list(cf_repo *repo)
 
 int cmd_key(int argc, char **argv)
 {
-    enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF };
+    enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF, O_APPEND };
     static const struct option opts[] = {
         CLI_COMMON_OPTIONS,
         {"new-password-file", required_argument, NULL, O_NPWF},
         {"new-key-file", required_argument, NULL, O_NKF},
         {"new-key-command", required_argument, NULL, O_NKC},
         {"kdf-log-n", required_argument, NULL, O_KDF},
+        {"append-only", no_argument, NULL, O_APPEND},
         {NULL, 0, NULL, 0},
     };
     unsigned kdf = 0;
+    cf_key_role role = CF_ROLE_ADMIN;
     int c;
     optind = 0;
     opterr = 0;
@@ -75,6 +80,7 @@ int cmd_key(int argc, char **argv)
         case O_NPWF: g.new_password_file = optarg; break;
         case O_NKF: g.new_key_file = optarg; break;
         case O_NKC: g.new_key_command = optarg; break;
+        case O_APPEND: role = CF_ROLE_APPEND; break;
         case O_KDF: {
             char *end;
             unsigned long v = strtoul(optarg, &end, 10);
@@ -116,7 +122,7 @@ int cmd_key(int argc, char **argv)
             uint32_t gen = 0;
             int krc;
             if (strcmp(sub, "add") == 0)
-                krc = cf_key_add(repo, &nc.c, id);
+                krc = cf_key_add(repo, &nc.c, role, id);
             else if (strcmp(sub, "passwd") == 0)
                 krc = cf_key_passwd(repo, &nc.c, id);
             else
@@ -128,7 +134,7 @@ int cmd_key(int argc, char **argv)
                                          (json_int_t)gen));
             } else if (!g.quiet) {
                 if (strcmp(sub, "add") == 0)
-                    printf("added key slot %.8s\n", id);
+                    printf("added %skey slot %.8s\n", role == CF_ROLE_APPEND ? "append-only " : "", id);
                 else if (strcmp(sub, "passwd") == 0)
                     printf("replaced the key slot in use by %.8s\n", id);
                 else

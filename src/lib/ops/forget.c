@@ -174,6 +174,8 @@ int cf_forget_plan(cf_forget_item **out, size_t *out_count, cf_repo *repo,
 
 int cf_forget_apply(cf_repo *repo, const cf_forget_item *items, size_t count, size_t *out_removed)
 {
+    if (cf_repo__require_admin(repo, "forget"))
+        return CF_EPERM;
     *out_removed = 0;
     int rc = cf_repo_lock(repo, CF_LOCK_EXCLUSIVE);
     if (rc)

@@ -205,6 +205,8 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
     cf_idset_init(&c.used);
     cf_idset_init(&c.seen_trees);
     cf_buf_init(&plain, 0);
+    if (cf_repo__require_admin(r, "prune"))
+        return CF_EPERM;
     double max_unused = o->max_unused_percent > 0 ? o->max_unused_percent : 5.0;
     int rc = lock ? cf_repo_lock(r, CF_LOCK_EXCLUSIVE) : 0;
     if (rc)

@@ -11,6 +11,24 @@
 #include "repo/repo.h"
 
 #define SLOT_AAD "coffer key slot v1"
+#define SLOT_AAD_APPEND "coffer key slot v1 role=append"
+
+static const char *slot_aad(cf_key_role role)
+{
+    return role == CF_ROLE_APPEND ? SLOT_AAD_APPEND : SLOT_AAD;
+}
+
+int cf_repo__require_admin(const cf_repo *r, const char *what)
+{
+    if (r->role == CF_ROLE_ADMIN)
+        return 0;
+    cf_error_set(CF_EPERM, 0, "%s needs an admin key: key slot %.8s is append-only", what,
+                 r->slot_id);
+    cf_error_hint("open the repository with an admin key for this operation");
+    return CF_EPERM;
+}
+
+cf_key_role cf_repo_role(const cf_repo *repo) { return repo->role; }
 #define BUNDLE_MAGIC "CFKB"
 
 int cf_master__generate(cf_master_key *mk)
@@ -99,7 +117,7 @@ static int slot_kek(uint8_t kek[CF_KEY_LEN], const cf_credential *cred, const ui
 }
 
 int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential *cred,
-                    char out_id[65])
+                    cf_key_role role, char out_id[65])
 {
     int rc = 0;
     uint8_t salt[32], kek[CF_KEY_LEN];
@@ -127,7 +145,7 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential
         goto out;
     if ((rc = slot_kek(kek, cred, salt, sizeof(salt), (uint64_t)1 << log_n, 8, 1)))
         goto out;
-    rc = cf_aead_seal(sealed, kek, SLOT_AAD, strlen(SLOT_AAD), bundle.data, bundle.len);
+    rc = cf_aead_seal(sealed, kek, slot_aad(role), strlen(slot_aad(role)), bundle.data, bundle.len);
     if (rc)
         goto out;
     salt64 = cf_base64_encode(salt, sizeof(salt));
@@ -141,15 +159,17 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential
         json_array_append_new(gens, json_integer(mk->gen_ids[i]));
     host_user(host, user);
     cf_time_format(when, cf_now_ns());
+    const char *rname = role == CF_ROLE_APPEND ? "append" : "admin";
     if (cred->key)
-        doc = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:I}", "version", 1, "kdf", "raw",
-                        "salt", salt64, "created", when, "host", host, "user", user, "data", data64,
-                        "generations", gens, "current", (json_int_t)mk->gen);
+        doc = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:I, s:s}", "version", 1, "kdf",
+                        "raw", "salt", salt64, "created", when, "host", host, "user", user, "data",
+                        data64, "generations", gens, "current", (json_int_t)mk->gen, "role", rname);
     else
-        doc = json_pack("{s:i, s:s, s:I, s:i, s:i, s:s, s:s, s:s, s:s, s:s, s:O, s:I}", "version", 1,
-                        "kdf", "scrypt", "n", (json_int_t)((uint64_t)1 << log_n), "r", 8, "p", 1,
-                        "salt", salt64, "created", when, "host", host, "user", user, "data", data64,
-                        "generations", gens, "current", (json_int_t)mk->gen);
+        doc = json_pack("{s:i, s:s, s:I, s:i, s:i, s:s, s:s, s:s, s:s, s:s, s:O, s:I, s:s}",
+                        "version", 1, "kdf", "scrypt", "n", (json_int_t)((uint64_t)1 << log_n), "r",
+                        8, "p", 1, "salt", salt64, "created", when, "host", host, "user", user,
+                        "data", data64, "generations", gens, "current", (json_int_t)mk->gen, "role",
+                        rname);
     if (!doc || !(text = json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS))) {
         rc = cf_error_set(CF_ENOMEM, 0, "unable to encode key slot");
         goto out;
@@ -203,8 +223,8 @@ static void name_list_free(name_list *l)
 
 /* Try one slot: 0 on success, CF_EAUTH when the credential does not open it (or is of the
  * other kind), other errors when the slot itself is unreadable. */
-static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const cf_credential *cred,
-                    const char *name)
+static int try_slot(cf_master_key *out, cf_key_role *out_role, const uint8_t *text, size_t len,
+                    const cf_credential *cred, const char *name)
 {
     int rc = 0;
     json_error_t jerr;
@@ -250,7 +270,17 @@ static int try_slot(cf_master_key *out, const uint8_t *text, size_t len, const c
         rc = CF_ENOMEM;
         goto out;
     }
-    rc = cf_aead_open(plain, kek, SLOT_AAD, strlen(SLOT_AAD), data.data, data.len);
+    /* the role is authenticated: the slot only opens with the role it was sealed with */
+    const char *role = NULL;
+    json_unpack(doc, "{s?s}", "role", &role);
+    cf_key_role rl = role && strcmp(role, "append") == 0 ? CF_ROLE_APPEND : CF_ROLE_ADMIN;
+    if (role && strcmp(role, "append") != 0 && strcmp(role, "admin") != 0) {
+        rc = cf_error_set(CF_EUNSUPPORTED, 0, "key slot '%s' has an unknown role '%s'", name, role);
+        goto out;
+    }
+    rc = cf_aead_open(plain, kek, slot_aad(rl), strlen(slot_aad(rl)), data.data, data.len);
+    if (rc == 0)
+        *out_role = rl;
     if (rc == 0) {
         rc = cf_master__decode(out, plain, data.len - CF_SEAL_OVERHEAD);
         if (rc)
@@ -266,8 +296,8 @@ out:
     return rc;
 }
 
-int cf_keys__open(cf_master_key *out, char out_slot[65], cf_storage *st, const cf_credential *cred,
-                  const char *url)
+int cf_keys__open(cf_master_key *out, char out_slot[65], cf_key_role *out_role, cf_storage *st,
+                  const cf_credential *cred, const char *url)
 {
     name_list l = {0};
     int rc = cf_storage_list(st, "keys/", collect_name, &l);
@@ -285,7 +315,7 @@ int cf_keys__open(cf_master_key *out, char out_slot[65], cf_storage *st, const c
         size_t len = 0;
         int r2 = cf_storage_get(st, l.names[i], 0, 0, &text, &len);
         if (r2 == 0)
-            r2 = try_slot(out, text, len, cred, l.names[i]);
+            r2 = try_slot(out, out_role, text, len, cred, l.names[i]);
         free(text);
         if (r2 == 0) {
             rc = 0;
@@ -343,6 +373,9 @@ static int slot_info(cf_key_info *k, cf_storage *st, const char *name)
         return 0;
     }
     snprintf(k->kdf, sizeof(k->kdf), "%s", strcmp(kdf, "raw") == 0 ? "key" : "password");
+    const char *role = NULL;
+    json_unpack(doc, "{s?s}", "role", &role);
+    k->role = role && strcmp(role, "append") == 0 ? CF_ROLE_APPEND : CF_ROLE_ADMIN;
     snprintf(k->created, sizeof(k->created), "%s", created);
     snprintf(k->host, sizeof(k->host), "%s", host);
     snprintf(k->user, sizeof(k->user), "%s", user);
@@ -391,9 +424,11 @@ int cf_key_list(cf_key_info **out, size_t *out_count, cf_repo *r)
     return 0;
 }
 
-int cf_key_add(cf_repo *r, const cf_credential *cred, char out_id[65])
+int cf_key_add(cf_repo *r, const cf_credential *cred, cf_key_role role, char out_id[65])
 {
-    return cf_keys__create(r->st, &r->mk, cred, out_id);
+    if (role == CF_ROLE_ADMIN && cf_repo__require_admin(r, "adding an admin key"))
+        return CF_EPERM;
+    return cf_keys__create(r->st, &r->mk, cred, role, out_id);
 }
 
 /* Resolve an id prefix to a slot name. */
@@ -423,7 +458,10 @@ static int find_slot(char out[80], cf_repo *r, const char *prefix)
 int cf_key_remove(cf_repo *r, const char *id)
 {
     char name[80];
-    int rc = find_slot(name, r, id);
+    int rc = cf_repo__require_admin(r, "removing a key");
+    if (rc)
+        return rc;
+    rc = find_slot(name, r, id);
     if (rc)
         return rc;
     const char *base = strrchr(name, '/') + 1;
@@ -447,7 +485,7 @@ int cf_keys__replace_slot(cf_repo *r, const cf_master_key *mk, const cf_credenti
     int rc = 0;
     char old[80];
     snprintf(old, sizeof(old), "keys/%s", r->slot_id);
-    if ((rc = cf_keys__create(r->st, mk, cred, out_id)) == 0) {
+    if ((rc = cf_keys__create(r->st, mk, cred, r->role, out_id)) == 0) {
         /* the new slot is durable before the old one goes: a crash leaves both */
         rc = cf_storage_remove(r->st, old);
         if (rc == CF_ENOTFOUND)
@@ -478,6 +516,8 @@ int cf_key_passwd(cf_repo *r, const cf_credential *cred, char out_id[65])
 
 int cf_key_rotate(cf_repo *r, const cf_credential *cred, char out_id[65], uint32_t *out_gen)
 {
+    if (cf_repo__require_admin(r, "key rotation"))
+        return CF_EPERM;
     cf_master_key mk = r->mk;
     uint32_t next = 0;
     for (uint32_t i = 0; i < mk.ngens; i++)

@@ -56,7 +56,7 @@ int cf_repo_init_cred(const char *url, const cf_credential *cred, const cf_init_
         goto out;
     cf_hex_encode(cfg.id, idb, sizeof(idb));
     /* key slot first: a config without a key would be a repository nobody can open */
-    if ((rc = cf_keys__create(st, &mk, cred, key_id)))
+    if ((rc = cf_keys__create(st, &mk, cred, CF_ROLE_ADMIN, key_id)))
         goto out;
     rc = cf_config__write(st, &cfg, &mk);
 out:
@@ -151,7 +151,7 @@ int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
         goto out;
     if ((rc = cf_config__read_unverified(&r->cfg, &raw, r->st, url)))
         goto out;
-    if ((rc = cf_keys__open(&r->mk, r->slot_id, r->st, cred, url)))
+    if ((rc = cf_keys__open(&r->mk, r->slot_id, &r->role, r->st, cred, url)))
         goto out;
     if ((rc = cf_config__read(&r->cfg, r->st, &r->mk, url)))
         goto out;

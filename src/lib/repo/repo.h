@@ -205,6 +205,7 @@ struct cf_repo {
     char **warnings; size_t nwarnings;
     char lock_name[80];      /* held lock object, "" if none */
     char slot_id[65];        /* the key slot this handle was opened with */
+    cf_key_role role;        /* and its role */
     cf_lock_mode lock_mode;
     double lock_refreshed;
     uint64_t bytes_written;  /* pack and index bytes stored by this handle */
@@ -289,9 +290,11 @@ int cf_repo__refresh_lock(cf_repo *r);
 
 /* Key slots. */
 int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential *cred,
-                    char out_id[65]);
-int cf_keys__open(cf_master_key *out, char out_slot[65], cf_storage *st, const cf_credential *cred,
-                  const char *url);
+                    cf_key_role role, char out_id[65]);
+int cf_keys__open(cf_master_key *out, char out_slot[65], cf_key_role *out_role, cf_storage *st,
+                  const cf_credential *cred, const char *url);
+/* CF_EPERM naming the operation unless the key in use is an admin key. */
+int cf_repo__require_admin(const cf_repo *r, const char *what);
 
 /* Config. */
 int cf_config__write(cf_storage *st, const cf_config *c, const cf_master_key *mk);

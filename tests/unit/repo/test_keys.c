@@ -111,12 +111,12 @@ static void test_second_key_slot(void **state)
     memset(&cred, 0, sizeof(cred));
     cred.password = "second \xc3\xa9 password";
     cred.kdf_log_n = 10;
-    th_ok(cf_key_add(r, &cred, id));
+    th_ok(cf_key_add(r, &cred, CF_ROLE_ADMIN, id));
     assert_int_equal(strlen(id), 64);
     cred.kdf_log_n = 9; /* below the minimum scrypt cost */
-    assert_true(cf_key_add(r, &cred, id) < 0);
+    assert_true(cf_key_add(r, &cred, CF_ROLE_ADMIN, id) < 0);
     cred.kdf_log_n = 25;
-    assert_true(cf_key_add(r, &cred, id) < 0);
+    assert_true(cf_key_add(r, &cred, CF_ROLE_ADMIN, id) < 0);
     cf_repo_close(r);
     assert_int_equal(th_count(g_st, "keys/"), 2);
     th_ok(try_open("second \xc3\xa9 password"));
