@@ -139,7 +139,7 @@ int cmd_restore(int argc, char **argv)
         int rrc = cf_restore(repo, snap, &o, &st);
         if (g.tty && !g.quiet && !g.json)
             fputs("\r\033[K", stderr);
-        if (rrc && rrc != CF_EPARTIAL && rrc != CF_ECORRUPT) {
+        if (rrc && rrc != CF_EPARTIAL && rrc != CF_ECORRUPT && rrc != CF_EVERIFY) {
             rc = cli_fail(rrc);
         } else {
             if (g.json)
@@ -156,7 +156,7 @@ int cmd_restore(int argc, char **argv)
                        (unsigned long long)st.dirs, (unsigned long long)st.others,
                        (double)st.bytes / 1048576.0, st.seconds,
                        o.verify ? ", all verified" : "");
-            if (rrc == CF_EPARTIAL || rrc == CF_ECORRUPT)
+            if (rrc == CF_EPARTIAL || rrc == CF_ECORRUPT || rrc == CF_EVERIFY)
                 rc = cli_fail(rrc);
         }
         cf_snapshot_free(snap);

@@ -32,7 +32,7 @@ static const char *usage_text =
     "  prune                     remove data no snapshot references\n"
     "  stats                     repository statistics\n"
     "  cat config|snapshot|index|tree|pack ID   show an object (debugging)\n"
-    "  unlock                    remove stale locks\n"
+    "  unlock [--remove-all]     remove stale and unreadable locks (or every lock)\n"
     "  key list|add|remove ID|passwd|rotate   manage key slots and data key generations\n"
     "  rewrite --reencrypt       re-seal all data under the current key generation\n"
     "  version                   print the version\n"

@@ -60,6 +60,11 @@ static bool blob_ok(cctx *c, const cf_id *id, uint8_t type, const char *path)
                 type == CF_BLOB_TREE ? "tree" : "data", hex);
         return false;
     }
+    if (e->pack >= c->r->index.npacks) {
+        problem(c, "snapshot %.8s: %s: %s blob %.16s is not stored in any pack", c->snap_id, path,
+                type == CF_BLOB_TREE ? "tree" : "data", hex);
+        return false;
+    }
     const cf_id *pack = &c->r->index.packs[e->pack];
     cf_pack__path(pp, pack);
     if (!cf_idset_has(&c->present, pack)) {

@@ -49,6 +49,7 @@ typedef struct {
     double last_progress;
     int fatal;
     uint64_t damaged; /* files not restored because repository data is damaged or missing */
+    uint64_t unverified; /* files that did not read back as written */
 } rctx;
 
 static void rreport(rctx *c, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -158,39 +159,81 @@ static int clear_slot(rctx *c, int dirfd, const char *name, const char *path, bo
     return 0;
 }
 
+static bool pread_full(int fd, uint8_t *buf, size_t len, uint64_t off)
+{
+    size_t done = 0;
+    while (done < len) {
+        ssize_t k = pread(fd, buf + done, len - done, (off_t)(off + done));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return false;
+        done += (size_t)k;
+    }
+    return true;
+}
+
+/* A hole of len bytes at off reads back as zeros (data regions within it are checked in
+ * bounded pieces; true holes are skipped with SEEK_DATA). */
+static bool hole_is_zero(int fd, uint8_t *buf, size_t bufsize, uint64_t off, uint64_t len)
+{
+    uint64_t end = off + len;
+    uint64_t pos = off;
+    while (pos < end) {
+        off_t data = lseek(fd, (off_t)pos, SEEK_DATA);
+        if (data < 0)
+            return errno == ENXIO; /* nothing but hole to the end of the file */
+        if ((uint64_t)data >= end)
+            return true;
+        off_t hole = lseek(fd, data, SEEK_HOLE);
+        uint64_t stop = hole < 0 || (uint64_t)hole > end ? end : (uint64_t)hole;
+        for (uint64_t p = (uint64_t)data; p < stop;) {
+            size_t n = stop - p > bufsize ? bufsize : (size_t)(stop - p);
+            if (!pread_full(fd, buf, n, p) || !all_zero(buf, n))
+                return false;
+            p += n;
+        }
+        pos = stop;
+    }
+    return true;
+}
+
 static int verify_file(rctx *c, int fd, const cf_node *n, const char *path)
 {
     uint64_t off = 0;
     cf_buf b;
     cf_buf_init(&b, 0);
     int bad = 0;
+    const size_t piece = 1u << 20;
+    if (cf_buf_reserve(&b, piece))
+        bad = 1;
     for (uint32_t i = 0; i < n->ncontent && !bad; i++) {
         const cf_content_item *it = &n->content[i];
-        cf_buf_reset(&b);
-        if (cf_buf_reserve(&b, (size_t)it->len + 1)) {
-            bad = 1;
-            break;
-        }
-        ssize_t k = pread(fd, b.data, (size_t)it->len, (off_t)off);
-        if (k != (ssize_t)it->len) {
-            bad = 1;
-            break;
-        }
         if (it->kind == 1) {
-            bad = !all_zero(b.data, (size_t)it->len);
+            bad = !hole_is_zero(fd, b.data, b.cap, off, it->len);
         } else {
+            /* a blob is at most one chunk: read it whole and check its keyed hash */
+            if (it->len > b.cap && cf_buf_reserve(&b, (size_t)it->len)) {
+                bad = 1;
+                break;
+            }
             cf_id id;
-            cf_repo__blob_id(c->r, &id, b.data, (size_t)it->len);
-            bad = !cf_id_eq(&id, &it->id);
+            bad = !pread_full(fd, b.data, (size_t)it->len, off);
+            if (!bad) {
+                cf_repo__blob_id(c->r, &id, b.data, (size_t)it->len);
+                bad = !cf_id_eq(&id, &it->id);
+            }
         }
         off += it->len;
     }
     cf_buf_free(&b);
     if (bad) {
-        rreport(c, path, "verification failed: the restored content differs from the snapshot");
+        rreport(c, path, "verification failed: the file on disk differs from the snapshot");
         return -1;
     }
+    pthread_mutex_lock(&c->mu);
     c->st.verified++;
+    pthread_mutex_unlock(&c->mu);
     return 0;
 }
 
@@ -269,7 +312,7 @@ static void fill_file(rctx *c, cf_buf *blob, fjob *j)
     }
     if (!failed && c->o->verify && verify_file(c, fd, n, path)) {
         pthread_mutex_lock(&c->mu);
-        c->damaged++;
+        c->unverified++;
         pthread_mutex_unlock(&c->mu);
         failed = true;
     }
@@ -717,7 +760,12 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     stop_workers(&c);
     if (rc == 0 && c.fatal)
         rc = c.fatal;
-    if (rc == 0 && c.damaged)
+    if (rc == 0 && c.unverified && !c.damaged)
+        rc = cf_error_set(CF_EVERIFY, 0,
+                          "%llu restored files did not read back as written (snapshot %.8s): "
+                          "check the target's disk",
+                          (unsigned long long)c.unverified, snap->id);
+    else if (rc == 0 && c.damaged)
         rc = cf_error_set(CF_ECORRUPT, 0,
                           "%llu errors while restoring snapshot %.8s: repository data is damaged "
                           "or missing (the other files were restored)",

@@ -121,6 +121,50 @@ bool cf_index__remove(cf_index *ix, const cf_id *id)
     return true;
 }
 
+size_t cf_index__drop_pending(cf_index *ix)
+{
+    size_t dropped = 0;
+    /* rebuild: removal during a scan would shift entries past the cursor */
+    cf_index_entry *old = ix->slots;
+    size_t cap = ix->cap;
+    if (!cap)
+        return 0;
+    cf_index_entry *ns = cf_calloc(cap, sizeof(*ns));
+    if (!ns) {
+        /* fall back to removing one at a time from the start each time */
+        for (bool again = true; again;) {
+            again = false;
+            for (size_t i = 0; i < ix->cap; i++) {
+                if (ix->slots[i].used && ix->slots[i].pack == CF_INDEX_PENDING) {
+                    cf_id id = ix->slots[i].id;
+                    cf_index__remove(ix, &id);
+                    dropped++;
+                    again = true;
+                    break;
+                }
+            }
+        }
+        return dropped;
+    }
+    ix->slots = ns;
+    ix->count = 0;
+    for (size_t i = 0; i < cap; i++) {
+        if (!old[i].used)
+            continue;
+        if (old[i].pack == CF_INDEX_PENDING) {
+            dropped++;
+            continue;
+        }
+        size_t j = id_hash(&old[i].id) & (cap - 1);
+        while (ns[j].used)
+            j = (j + 1) & (cap - 1);
+        ns[j] = old[i];
+        ix->count++;
+    }
+    free(old);
+    return dropped;
+}
+
 void cf_index__fill_pending(cf_index *ix, const cf_id *id, uint32_t offset, uint32_t length,
                             uint8_t comp)
 {

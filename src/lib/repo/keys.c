@@ -297,11 +297,12 @@ out:
 }
 
 int cf_keys__open(cf_master_key *out, char out_slot[65], cf_key_role *out_role, cf_storage *st,
-                  const cf_credential *cred, const char *url)
+                  const cf_credential *cred, const char *url,
+                  int (*accept)(const cf_master_key *mk, void *payload), void *payload)
 {
     name_list l = {0};
     int rc = cf_storage_list(st, "keys/", collect_name, &l);
-    size_t damaged = 0;
+    size_t damaged = 0, rejected = 0;
     char first_damage[512] = "";
     if (rc)
         goto out;
@@ -317,6 +318,15 @@ int cf_keys__open(cf_master_key *out, char out_slot[65], cf_key_role *out_role, 
         if (r2 == 0)
             r2 = try_slot(out, out_role, text, len, cred, l.names[i]);
         free(text);
+        if (r2 == 0 && accept && accept(out, payload) != 0) {
+            /* opens with this credential but does not belong to this repository's config
+             * (an interrupted init left it): try the others */
+            cf_wipe(out, sizeof(*out));
+            rejected++;
+            if (!first_damage[0])
+                snprintf(first_damage, sizeof(first_damage), "%s", cf_error_last()->message);
+            continue;
+        }
         if (r2 == 0) {
             rc = 0;
             if (out_slot) {
@@ -336,8 +346,8 @@ int cf_keys__open(cf_master_key *out, char out_slot[65], cf_key_role *out_role, 
         }
     }
     if (rc == CF_EAUTH) {
-        if (damaged == l.n) {
-            rc = cf_error_set(CF_ECORRUPT, 0, "no key slot of '%s' is readable: %s", url, first_damage);
+        if (damaged == l.n || rejected) {
+            rc = cf_error_set(CF_ECORRUPT, 0, "no key slot of '%s' is usable: %s", url, first_damage);
         } else {
             rc = cf_error_set(CF_EAUTH, 0, "wrong %s: no key slot of repository '%s' opens with it",
                               cred->key ? "key" : "password", url);

@@ -154,7 +154,8 @@ static int find_conflict(cf_repo *r, cf_lock_mode mode)
             else
                 rc = cf_error_set(CF_ELOCKED, 0, "repository '%s' has an unreadable lock '%s'",
                                   cf_storage_display(r->st), k->name);
-            cf_error_hint("if that process is gone, run 'coffer unlock'");
+            cf_error_hint(k->readable ? "if that process is gone, run 'coffer unlock'"
+                                      : "run 'coffer unlock' to remove it");
             goto out;
         }
     }
@@ -203,7 +204,9 @@ int cf_repo_unlock_stale(cf_repo *r, bool all, size_t *out_removed)
     for (size_t i = 0; rc == 0 && i < l.n; i++) {
         if (r->lock_name[0] && strcmp(l.v[i].name, r->lock_name) == 0)
             continue;
-        if (all || is_stale(&l.v[i])) {
+        /* an unreadable lock was not written by a coffer holding this repository's keys, or
+         * is damaged: it cannot be honoured, so unlock removes it */
+        if (all || is_stale(&l.v[i]) || !l.v[i].readable) {
             int r2 = cf_storage_remove(r->st, l.v[i].name);
             if (r2 == 0)
                 (*out_removed)++;

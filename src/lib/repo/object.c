@@ -72,10 +72,13 @@ int cf_repo__open_object(cf_buf *out, const cf_repo *r, uint8_t type, const uint
         return cf_error_set(CF_ECORRUPT, 0, "'%s' is damaged: length %llu out of range", name,
                             (unsigned long long)raw_len);
     const uint8_t *dk = cf_master__data_key(&r->mk, gen);
-    if (!dk)
-        return cf_error_set(CF_EAUTH, 0,
-                            "'%s' is sealed with data key generation %u, which this key does not hold",
+    if (!dk) {
+        cf_repo__note_unknown_generation((cf_repo *)(uintptr_t)r, gen);
+        return cf_error_set(CF_ECORRUPT, 0,
+                            "'%s' names data key generation %u, which this key does not hold "
+                            "(damaged, or sealed by a newer key)",
                             name, gen);
+    }
     cf_kdf(key, dk, "coffer object key", data + 16, 16);
     plain = cf_malloc(plen);
     if (!plain) {

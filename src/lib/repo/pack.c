@@ -39,10 +39,12 @@ static int pack_key(uint8_t key[CF_KEY_LEN], const cf_repo *r, const uint8_t *pr
 {
     uint32_t gen = cf_le32_get(prefix + 8);
     const uint8_t *dk = cf_master__data_key(&r->mk, gen);
-    if (!dk)
-        return cf_error_set(CF_EAUTH, 0,
-                            "pack '%s' is sealed with data key generation %u, which this key "
-                            "does not hold", name, gen);
+    if (!dk) {
+        cf_repo__note_unknown_generation((cf_repo *)(uintptr_t)r, gen);
+        return cf_error_set(CF_ECORRUPT, 0,
+                            "pack '%s' names data key generation %u, which this key does not "
+                            "hold (damaged, or sealed by a newer key)", name, gen);
+    }
     cf_kdf(key, dk, "coffer pack key", prefix + 12, 16);
     return 0;
 }

@@ -58,7 +58,16 @@ int cf_repo_init_cred(const char *url, const cf_credential *cred, const cf_init_
     /* key slot first: a config without a key would be a repository nobody can open */
     if ((rc = cf_keys__create(st, &mk, cred, CF_ROLE_ADMIN, key_id)))
         goto out;
-    rc = cf_config__write(st, &cfg, &mk);
+    if ((rc = cf_config__write(st, &cfg, &mk))) {
+        /* a slot without a config would open nothing: remove it so a retry starts clean */
+        char name[80];
+        snprintf(name, sizeof(name), "keys/%s", key_id);
+        int saved = rc;
+        char msg[1024];
+        snprintf(msg, sizeof(msg), "%s", cf_error_last()->message);
+        cf_storage_remove(st, name);
+        rc = cf_error_set(saved, 0, "%s", msg);
+    }
 out:
     cf_wipe(&mk, sizeof(mk));
     cf_storage_close(st);
@@ -115,6 +124,21 @@ static int load_one(const char *name, uint64_t size, void *payload)
     return 0;
 }
 
+void cf_repo__note_unknown_generation(cf_repo *r, uint32_t gen)
+{
+    uint32_t newest = 0;
+    for (uint32_t i = 0; i < r->mk.ngens; i++)
+        if (r->mk.gen_ids[i] > newest)
+            newest = r->mk.gen_ids[i];
+    if (gen <= newest)
+        return; /* a retired generation, or damage */
+    pthread_mutex_lock(&r->mu);
+    r->unknown_gens++;
+    if (gen > r->unknown_gen_max)
+        r->unknown_gen_max = gen;
+    pthread_mutex_unlock(&r->mu);
+}
+
 int cf_repo__load_index(cf_repo *r)
 {
     load_ctx c = {r, {0}, 0, 0};
@@ -128,6 +152,18 @@ int cf_repo_open(cf_repo **out, const char *url, const char *password)
 {
     cf_credential cred = {password ? password : "", NULL, 0};
     return cf_repo_open_cred(out, url, &cred);
+}
+
+struct accept_ctx {
+    cf_repo *r;
+    const char *url;
+};
+
+/* A key is the repository's when it authenticates the config. */
+static int accept_config(const cf_master_key *mk, void *payload)
+{
+    struct accept_ctx *a = payload;
+    return cf_config__read(&a->r->cfg, a->r->st, mk, a->url);
 }
 
 int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
@@ -151,9 +187,8 @@ int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
         goto out;
     if ((rc = cf_config__read_unverified(&r->cfg, &raw, r->st, url)))
         goto out;
-    if ((rc = cf_keys__open(&r->mk, r->slot_id, &r->role, r->st, cred, url)))
-        goto out;
-    if ((rc = cf_config__read(&r->cfg, r->st, &r->mk, url)))
+    struct accept_ctx ac = {r, url};
+    if ((rc = cf_keys__open(&r->mk, r->slot_id, &r->role, r->st, cred, url, accept_config, &ac)))
         goto out;
     uint8_t ck[CF_KEY_LEN];
     cf_kdf(ck, r->mk.mac, "coffer chunker", NULL, 0);
@@ -161,7 +196,18 @@ int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
     cf_wipe(ck, sizeof(ck));
     if (rc)
         goto out;
-    rc = cf_repo__load_index(r);
+    if ((rc = cf_repo__load_index(r)))
+        goto out;
+    /* index files sealed by a newer key generation than this key holds: the key was rotated
+     * out, which is a credential problem rather than damage */
+    if (r->unknown_gens && r->unknown_gens == r->nwarnings) {
+        rc = cf_error_set(CF_EAUTH, 0,
+                          "this key of repository '%s' does not hold data key generation %u, "
+                          "used since a key rotation",
+                          url, r->unknown_gen_max);
+        cf_error_hint("open the repository with the key that did the rotation, or a key added "
+                      "after it");
+    }
 out:
     cf_buf_free(&raw);
     if (rc) {

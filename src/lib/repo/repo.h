@@ -89,6 +89,9 @@ int cf_index__pack_no(cf_index *ix, const cf_id *pack, uint32_t *out);
 /* Add an entry (pack given by number); an existing id keeps its first location. */
 int cf_index__add(cf_index *ix, const cf_index_entry *e);
 const cf_index_entry *cf_index__get(const cf_index *ix, const cf_id *id);
+/* Forget every pending entry (blobs of a failed write that were never stored); returns how
+ * many. */
+size_t cf_index__drop_pending(cf_index *ix);
 /* Remove an entry; false when absent. */
 bool cf_index__remove(cf_index *ix, const cf_id *id);
 /* Pack number of blobs added to a pack still being written. */
@@ -206,6 +209,8 @@ struct cf_repo {
     char lock_name[80];      /* held lock object, "" if none */
     char slot_id[65];        /* the key slot this handle was opened with */
     cf_key_role role;        /* and its role */
+    uint32_t unknown_gens;   /* objects that named a generation above this key's newest */
+    uint32_t unknown_gen_max;
     cf_lock_mode lock_mode;
     double lock_refreshed;
     uint64_t bytes_written;  /* pack and index bytes stored by this handle */
@@ -291,8 +296,12 @@ int cf_repo__refresh_lock(cf_repo *r);
 /* Key slots. */
 int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential *cred,
                     cf_key_role role, char out_id[65]);
+/* Open the first slot cred opens whose keys accept() approves (NULL: any). */
 int cf_keys__open(cf_master_key *out, char out_slot[65], cf_key_role *out_role, cf_storage *st,
-                  const cf_credential *cred, const char *url);
+                  const cf_credential *cred, const char *url,
+                  int (*accept)(const cf_master_key *mk, void *payload), void *payload);
+/* Remember that an object named a generation this key does not hold (thread-safe). */
+void cf_repo__note_unknown_generation(cf_repo *r, uint32_t gen);
 /* CF_EPERM naming the operation unless the key in use is an admin key. */
 int cf_repo__require_admin(const cf_repo *r, const char *what);
 

@@ -149,6 +149,16 @@ static int put_str8(cf_buf *b, const char *s)
 int cf_tree__encode(cf_buf *out, const cf_tree *t)
 {
     int rc = 0;
+    for (size_t i = 0; i < t->count; i++) {
+        const cf_node *n = &t->nodes[i];
+        if (n->target && strlen(n->target) > 65535)
+            return cf_error_set(CF_EINVAL, 0, "tree entry '%.*s' cannot be encoded: name or link "
+                                "target out of range", (int)n->name_len, n->name ? n->name : "");
+        for (uint16_t k = 0; k < n->nxattrs; k++)
+            if (strlen(n->xattrs[k].name) > 255)
+                return cf_error_set(CF_EINVAL, 0, "extended attribute name too long in '%.*s'",
+                                    (int)n->name_len, n->name);
+    }
     cf_buf_append(out, TREE_MAGIC, 4);
     cf_buf_put_u8(out, 1);
     cf_buf_put_u32(out, (uint32_t)t->count);
@@ -215,8 +225,8 @@ int cf_tree__decode(cf_tree *t, const uint8_t *data, size_t len)
     int rc = 0;
     cf_node n;
     memset(&n, 0, sizeof(n));
-    if (!magic || memcmp(magic, TREE_MAGIC, 4) != 0 || ver != 1 || count > TREE_MAX_NODES ||
-        count > cf_rd_left(&rd) / 16)
+    if (!magic || rd.err || memcmp(magic, TREE_MAGIC, 4) != 0 || ver != 1 ||
+        count > TREE_MAX_NODES || count > cf_rd_left(&rd) / 16)
         return cf_error_set(CF_ECORRUPT, 0, "tree is damaged: bad header");
     for (uint32_t i = 0; i < count; i++) {
         n.type = cf_rd_u8(&rd);

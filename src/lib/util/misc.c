@@ -224,6 +224,8 @@ int cf_time_parse(int64_t *out_ns, const char *s)
         goto bad;
     if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
         goto bad;
+    if (y < 1678 || y > 2261) /* the range of int64 nanoseconds since 1970 */
+        goto bad;
     tm.tm_year = y - 1900;
     tm.tm_mon = mo - 1;
     tm.tm_mday = d;
