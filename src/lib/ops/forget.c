@@ -112,7 +112,7 @@ static void apply_group(cf_forget_item *v, size_t n, const cf_forget_policy *p)
             if (counts[r] > 0)
                 counts[r]--;
         }
-        if (p->within_ns > 0 && it->snap->time >= newest - p->within_ns)
+        if (p->within_ns > 0 && it->snap->time > newest - p->within_ns)
             add_reason(it, "within");
         for (const char *const *t = p->keep_tags; t && *t; t++) {
             bool hit = false;
