@@ -11,13 +11,15 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void check_same(const cf_index *a, const cf_index *b)
+static void check_same(cf_index *a, cf_index *b)
 {
-    if (a->count != b->count)
+    if (cf_index__count(a) != cf_index__count(b))
         abort();
-    for (size_t i = 0; i < a->cap; i++) {
-        const cf_index_entry *e = &a->slots[i];
-        if (!e->used)
+    size_t npos = cf_index__positions(a);
+    for (size_t i = 0; i < npos; i++) {
+        cf_index_entry ent;
+        const cf_index_entry *e = &ent;
+        if (!cf_index__at(a, i, &ent))
             continue;
         const cf_index_entry *f = cf_index__get(b, &e->id);
         if (!f || f->offset != e->offset || f->length != e->length || f->raw_len != e->raw_len ||
@@ -40,17 +42,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     size_t n = 0;
-    for (size_t i = 0; i < ix.cap; i++) {
-        const cf_index_entry *e = &ix.slots[i];
-        if (!e->used)
+    size_t npos = cf_index__positions(&ix);
+    for (size_t i = 0; i < npos; i++) {
+        cf_index_entry e;
+        if (!cf_index__at(&ix, i, &e))
             continue;
         n++;
-        if (e->pack >= ix.npacks || e->type > CF_BLOB_TREE || e->length < CF_SEAL_OVERHEAD)
+        if (e.pack >= ix.npacks || e.type > CF_BLOB_TREE || e.length < CF_SEAL_OVERHEAD)
             abort();
-        if (cf_index__get(&ix, &e->id) != e)
+        const cf_index_entry *f = cf_index__get(&ix, &e.id);
+        if (!f || f->offset != e.offset || f->pack != e.pack)
             abort();
     }
-    if (n != ix.count)
+    if (n != cf_index__count(&ix))
         abort();
     cf_buf b;
     cf_buf_init(&b, 0);

@@ -234,9 +234,11 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
         goto out;
     if ((rc = cf_storage_list(r->st, "index/", list_index, &c)))
         goto out;
-    for (size_t i = 0; i < r->index.cap; i++) {
-        const cf_index_entry *e = &r->index.slots[i];
-        if (!e->used || e->pack >= r->index.npacks)
+    size_t npos = cf_index__positions(&r->index);
+    for (size_t i = 0; i < npos; i++) {
+        cf_index_entry ent;
+        const cf_index_entry *e = &ent;
+        if (!cf_index__at(&r->index, i, &ent) || e->pack >= r->index.npacks)
             continue;
         pack_info *p = pack_get(&c, &r->index.packs[e->pack], true);
         if (!p) {
@@ -365,9 +367,11 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
     {
         cf_index keep;
         cf_index__init(&keep);
-        for (size_t i = 0; i < r->index.cap && rc == 0; i++) {
-            cf_index_entry e = r->index.slots[i];
-            if (!e.used || e.pack >= r->index.npacks || !cf_idset_has(&c.used, &e.id))
+        size_t npos2 = cf_index__positions(&r->index);
+        for (size_t i = 0; i < npos2 && rc == 0; i++) {
+            cf_index_entry e;
+            if (!cf_index__at(&r->index, i, &e) || e.pack >= r->index.npacks ||
+                !cf_idset_has(&c.used, &e.id))
                 continue;
             pack_info *p = pack_get(&c, &r->index.packs[e.pack], false);
             if (p && (p->remove || p->repack))

@@ -1,6 +1,9 @@
 /*
- * index.c - the in-memory index (blob id -> pack, offset, length) as an open-addressing hash
- * table, and the index file encoding.
+ * index.c - the in-memory index (blob id -> pack, offset, length, type, compression).
+ * Entries loaded from index files form a sorted array of 48-byte records (the base), found
+ * through a directory of 65536 buckets on the first two id bytes and a short binary search;
+ * entries this handle adds go to an open-addressing table (the overlay). Also the index file
+ * encoding. Memory model: docs/internals/index.md.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,11 +12,16 @@
 
 #define IX_MAGIC "CFIX"
 #define IX_ENTRY_SIZE 50
+#define DIR_BUCKETS 65536
+
+static _Thread_local cf_index_entry tl_result;
 
 void cf_index__init(cf_index *ix) { memset(ix, 0, sizeof(*ix)); }
 
 void cf_index__free(cf_index *ix)
 {
+    free(ix->base);
+    free(ix->dir);
     free(ix->slots);
     free(ix->packs);
     free(ix->pack_slots);
@@ -24,6 +32,100 @@ static inline uint64_t id_hash(const cf_id *id)
 {
     /* ids are keyed hashes: their bytes are already uniformly distributed */
     return cf_le64_get(id->b);
+}
+
+static inline uint32_t bucket_of(const uint8_t *id) { return (uint32_t)id[0] << 8 | id[1]; }
+
+static void unpack(cf_index_entry *e, const cf_ix_packed *p)
+{
+    memset(e, 0, sizeof(*e));
+    memcpy(e->id.b, p->id, CF_ID_LEN);
+    e->pack = p->pack_tc & CF_IX_PACK_MASK;
+    e->type = (uint8_t)((p->pack_tc >> 28) & 1);
+    e->comp = (uint8_t)(p->pack_tc >> 29);
+    e->offset = p->offset;
+    e->length = p->length;
+    e->raw_len = p->raw_len;
+    e->used = 1;
+}
+
+static int cmp_packed(const void *a, const void *b)
+{
+    return memcmp(((const cf_ix_packed *)a)->id, ((const cf_ix_packed *)b)->id, CF_ID_LEN);
+}
+
+int cf_index__seal(cf_index *ix)
+{
+    if (ix->nsorted == ix->nbase)
+        return 0;
+    if (!ix->dir && !(ix->dir = cf_malloc((DIR_BUCKETS + 1) * sizeof(uint32_t))))
+        return CF_ENOMEM;
+    if (ix->nbase > UINT32_MAX)
+        return cf_error_set(CF_ENOMEM, 0, "index of %zu entries is too large", ix->nbase);
+    qsort(ix->base, ix->nbase, sizeof(cf_ix_packed), cmp_packed);
+    /* keep the first of equal ids: qsort is not stable, so prefer live entries, then any */
+    size_t k = 0;
+    for (size_t i = 0; i < ix->nbase; i++) {
+        if (k > 0 && memcmp(ix->base[k - 1].id, ix->base[i].id, CF_ID_LEN) == 0) {
+            if ((ix->base[k - 1].pack_tc & CF_IX_PACK_MASK) == CF_IX_DELETED &&
+                (ix->base[i].pack_tc & CF_IX_PACK_MASK) != CF_IX_DELETED)
+                ix->base[k - 1] = ix->base[i];
+            continue;
+        }
+        ix->base[k++] = ix->base[i];
+    }
+    ix->nbase = k;
+    ix->nsorted = k;
+    size_t live = 0;
+    for (size_t i = 0; i < k; i++)
+        live += (ix->base[i].pack_tc & CF_IX_PACK_MASK) != CF_IX_DELETED;
+    ix->count = live + ix->overlay_count;
+    ix->base_live = live;
+    /* directory: dir[b] = first entry whose bucket >= b */
+    size_t j = 0;
+    for (uint32_t b = 0; b < DIR_BUCKETS; b++) {
+        while (j < k && bucket_of(ix->base[j].id) < b)
+            j++;
+        ix->dir[b] = (uint32_t)j;
+    }
+    ix->dir[DIR_BUCKETS] = (uint32_t)k;
+    /* an overlay entry that now also exists in the base: the base copy came first from
+     * storage, but the overlay one is what this handle wrote; both are valid locations, and
+     * lookups prefer the overlay */
+    return 0;
+}
+
+static cf_ix_packed *base_find(cf_index *ix, const cf_id *id)
+{
+    if (cf_index__seal(ix) || ix->nsorted == 0)
+        return NULL;
+    uint32_t b = bucket_of(id->b);
+    size_t lo = ix->dir[b], hi = ix->dir[b + 1];
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = memcmp(ix->base[mid].id, id->b, CF_ID_LEN);
+        if (c == 0)
+            return (ix->base[mid].pack_tc & CF_IX_PACK_MASK) == CF_IX_DELETED ? NULL
+                                                                               : &ix->base[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return NULL;
+}
+
+static cf_index_entry *overlay_find(const cf_index *ix, const cf_id *id)
+{
+    if (!ix->cap)
+        return NULL;
+    size_t j = id_hash(id) & (ix->cap - 1);
+    while (ix->slots[j].used) {
+        if (cf_id_eq(&ix->slots[j].id, id))
+            return &ix->slots[j];
+        j = (j + 1) & (ix->cap - 1);
+    }
+    return NULL;
 }
 
 static int grow_slots(cf_index *ix)
@@ -48,53 +150,62 @@ static int grow_slots(cf_index *ix)
 
 int cf_index__add(cf_index *ix, const cf_index_entry *e)
 {
-    if ((ix->count + 1) * 10 > ix->cap * 7) {
+    if (overlay_find(ix, &e->id) || base_find(ix, &e->id))
+        return 0;
+    if ((ix->overlay_count + 1) * 10 > ix->cap * 7) {
         int rc = grow_slots(ix);
         if (rc)
             return rc;
     }
     size_t j = id_hash(&e->id) & (ix->cap - 1);
-    while (ix->slots[j].used) {
-        if (cf_id_eq(&ix->slots[j].id, &e->id))
-            return 0;
+    while (ix->slots[j].used)
         j = (j + 1) & (ix->cap - 1);
-    }
     ix->slots[j] = *e;
     ix->slots[j].used = 1;
+    ix->overlay_count++;
     ix->count++;
     return 0;
 }
 
-const cf_index_entry *cf_index__get(const cf_index *ix, const cf_id *id)
+const cf_index_entry *cf_index__get(cf_index *ix, const cf_id *id)
 {
-    if (!ix->cap)
+    cf_index_entry *o = overlay_find(ix, id);
+    if (o)
+        return o;
+    cf_ix_packed *p = base_find(ix, id);
+    if (!p)
         return NULL;
-    size_t j = id_hash(id) & (ix->cap - 1);
-    while (ix->slots[j].used) {
-        if (cf_id_eq(&ix->slots[j].id, id))
-            return &ix->slots[j];
-        j = (j + 1) & (ix->cap - 1);
-    }
-    return NULL;
+    unpack(&tl_result, p);
+    return &tl_result;
 }
 
 void cf_index__resolve_pending(cf_index *ix, const cf_id *id, uint32_t pack)
 {
-    if (!ix->cap)
-        return;
-    size_t j = id_hash(id) & (ix->cap - 1);
-    while (ix->slots[j].used) {
-        if (cf_id_eq(&ix->slots[j].id, id)) {
-            if (ix->slots[j].pack == CF_INDEX_PENDING)
-                ix->slots[j].pack = pack;
-            return;
-        }
-        j = (j + 1) & (ix->cap - 1);
+    cf_index_entry *e = overlay_find(ix, id);
+    if (e && e->pack == CF_INDEX_PENDING)
+        e->pack = pack;
+}
+
+void cf_index__fill_pending(cf_index *ix, const cf_id *id, uint32_t offset, uint32_t length,
+                            uint8_t comp)
+{
+    cf_index_entry *e = overlay_find(ix, id);
+    if (e && e->pack == CF_INDEX_PENDING) {
+        e->offset = offset;
+        e->length = length;
+        e->comp = comp;
     }
 }
 
 bool cf_index__remove(cf_index *ix, const cf_id *id)
 {
+    cf_ix_packed *p = base_find(ix, id);
+    if (p) {
+        p->pack_tc = (p->pack_tc & ~CF_IX_PACK_MASK) | CF_IX_DELETED;
+        ix->base_live--;
+        ix->count--;
+        return true;
+    }
     if (!ix->cap)
         return false;
     size_t mask = ix->cap - 1;
@@ -117,6 +228,7 @@ bool cf_index__remove(cf_index *ix, const cf_id *id)
         k = (k + 1) & mask;
     }
     memset(&ix->slots[hole], 0, sizeof(ix->slots[hole]));
+    ix->overlay_count--;
     ix->count--;
     return true;
 }
@@ -124,64 +236,58 @@ bool cf_index__remove(cf_index *ix, const cf_id *id)
 size_t cf_index__drop_pending(cf_index *ix)
 {
     size_t dropped = 0;
-    /* rebuild: removal during a scan would shift entries past the cursor */
-    cf_index_entry *old = ix->slots;
-    size_t cap = ix->cap;
-    if (!cap)
-        return 0;
-    cf_index_entry *ns = cf_calloc(cap, sizeof(*ns));
-    if (!ns) {
-        /* fall back to removing one at a time from the start each time */
-        for (bool again = true; again;) {
-            again = false;
-            for (size_t i = 0; i < ix->cap; i++) {
-                if (ix->slots[i].used && ix->slots[i].pack == CF_INDEX_PENDING) {
-                    cf_id id = ix->slots[i].id;
-                    cf_index__remove(ix, &id);
-                    dropped++;
-                    again = true;
-                    break;
-                }
+    for (bool again = true; again;) {
+        again = false;
+        for (size_t i = 0; i < ix->cap; i++) {
+            if (ix->slots[i].used && ix->slots[i].pack == CF_INDEX_PENDING) {
+                cf_id id = ix->slots[i].id;
+                cf_index__remove(ix, &id);
+                dropped++;
+                again = true; /* removal shifts entries: rescan from here is not enough */
+                break;
             }
         }
-        return dropped;
     }
-    ix->slots = ns;
-    ix->count = 0;
-    for (size_t i = 0; i < cap; i++) {
-        if (!old[i].used)
-            continue;
-        if (old[i].pack == CF_INDEX_PENDING) {
-            dropped++;
-            continue;
-        }
-        size_t j = id_hash(&old[i].id) & (cap - 1);
-        while (ns[j].used)
-            j = (j + 1) & (cap - 1);
-        ns[j] = old[i];
-        ix->count++;
-    }
-    free(old);
     return dropped;
 }
 
-void cf_index__fill_pending(cf_index *ix, const cf_id *id, uint32_t offset, uint32_t length,
-                            uint8_t comp)
+size_t cf_index__count(cf_index *ix)
 {
-    if (!ix->cap)
-        return;
-    size_t j = id_hash(id) & (ix->cap - 1);
-    while (ix->slots[j].used) {
-        if (cf_id_eq(&ix->slots[j].id, id)) {
-            if (ix->slots[j].pack == CF_INDEX_PENDING) {
-                ix->slots[j].offset = offset;
-                ix->slots[j].length = length;
-                ix->slots[j].comp = comp;
-            }
-            return;
-        }
-        j = (j + 1) & (ix->cap - 1);
+    cf_index__seal(ix);
+    return ix->count;
+}
+
+size_t cf_index__positions(cf_index *ix)
+{
+    cf_index__seal(ix);
+    return ix->nbase + ix->cap;
+}
+
+bool cf_index__at(cf_index *ix, size_t pos, cf_index_entry *out)
+{
+    if (pos < ix->nbase) {
+        if ((ix->base[pos].pack_tc & CF_IX_PACK_MASK) == CF_IX_DELETED)
+            return false;
+        /* an id in both halves is reported once, from the overlay */
+        cf_id id;
+        memcpy(id.b, ix->base[pos].id, CF_ID_LEN);
+        if (overlay_find(ix, &id))
+            return false;
+        unpack(out, &ix->base[pos]);
+        return true;
     }
+    pos -= ix->nbase;
+    if (pos >= ix->cap || !ix->slots[pos].used)
+        return false;
+    *out = ix->slots[pos];
+    return true;
+}
+
+size_t cf_index__memory(const cf_index *ix)
+{
+    return ix->base_cap * sizeof(cf_ix_packed) + (ix->dir ? (DIR_BUCKETS + 1) * sizeof(uint32_t) : 0) +
+           ix->cap * sizeof(cf_index_entry) + ix->packs_cap * sizeof(cf_id) +
+           ix->pack_slots_cap * sizeof(uint32_t);
 }
 
 static int find_pack(const cf_index *ix, const cf_id *pack, size_t *slot)
@@ -214,6 +320,8 @@ int cf_index__pack_no(cf_index *ix, const cf_id *pack, uint32_t *out)
         *out = (uint32_t)found;
         return 0;
     }
+    if (ix->npacks >= CF_IX_DELETED)
+        return cf_error_set(CF_ENOMEM, 0, "too many packs");
     if ((ix->npacks + 1) * 2 > ix->pack_slots_cap) {
         size_t ncap = ix->pack_slots_cap ? ix->pack_slots_cap * 2 : 256;
         uint32_t *ns = cf_calloc(ncap, sizeof(*ns));
@@ -250,12 +358,15 @@ static int cmp_entry(const void *a, const void *b)
     return cf_id_cmp(&((const cf_index_entry *)a)->id, &((const cf_index_entry *)b)->id);
 }
 
-int cf_index__encode(cf_buf *out, const cf_index *ix, const cf_id *only_packs, size_t n_only)
+int cf_index__encode(cf_buf *out, cf_index *ix, const cf_id *only_packs, size_t n_only)
 {
     int rc = 0;
     size_t n = 0;
     cf_index_entry *list = NULL;
     uint32_t *remap = NULL;
+    cf_id *table = NULL;
+    if ((rc = cf_index__seal(ix)))
+        return rc;
     /* map pack number -> position in this file's pack table (1-based; 0 = excluded) */
     remap = cf_calloc(ix->npacks ? ix->npacks : 1, sizeof(*remap));
     if (!remap)
@@ -277,10 +388,11 @@ int cf_index__encode(cf_buf *out, const cf_index *ix, const cf_id *only_packs, s
         rc = CF_ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < ix->cap; i++) {
-        const cf_index_entry *e = &ix->slots[i];
-        if (e->used && e->pack < ix->npacks && remap[e->pack])
-            list[n++] = *e;
+    size_t npos = cf_index__positions(ix);
+    for (size_t i = 0; i < npos && n < ix->count; i++) {
+        cf_index_entry e;
+        if (cf_index__at(ix, i, &e) && e.pack < ix->npacks && remap[e.pack])
+            list[n++] = e;
     }
     qsort(list, n, sizeof(*list), cmp_entry);
     if ((rc = cf_buf_reserve(out, 16 + (size_t)npk * 32 + n * IX_ENTRY_SIZE)))
@@ -291,7 +403,7 @@ int cf_index__encode(cf_buf *out, const cf_index *ix, const cf_id *only_packs, s
     cf_buf_put_u32(out, npk);
     cf_buf_put_u32(out, (uint32_t)n);
     /* pack table in remap order */
-    cf_id *table = cf_calloc(npk ? npk : 1, sizeof(cf_id));
+    table = cf_calloc(npk ? npk : 1, sizeof(cf_id));
     if (!table) {
         rc = CF_ENOMEM;
         goto out;
@@ -300,7 +412,6 @@ int cf_index__encode(cf_buf *out, const cf_index *ix, const cf_id *only_packs, s
         if (remap[i])
             table[remap[i] - 1] = ix->packs[i];
     cf_buf_append(out, table, (size_t)npk * 32);
-    free(table);
     for (size_t i = 0; i < n; i++) {
         const cf_index_entry *e = &list[i];
         cf_buf_append(out, e->id.b, 32);
@@ -312,6 +423,7 @@ int cf_index__encode(cf_buf *out, const cf_index *ix, const cf_id *only_packs, s
         cf_buf_put_u8(out, e->comp);
     }
 out:
+    free(table);
     free(list);
     free(remap);
     return rc;
@@ -326,13 +438,27 @@ int cf_index__decode(cf_index *ix, const uint8_t *data, size_t len, const char *
     cf_rd_bytes(&rd, 3);
     uint32_t npk = cf_rd_u32(&rd);
     uint32_t n = cf_rd_u32(&rd);
-    if (!magic || memcmp(magic, IX_MAGIC, 4) != 0 || rd.err)
+    if (!magic || rd.err || memcmp(magic, IX_MAGIC, 4) != 0)
         return cf_error_set(CF_ECORRUPT, 0, "index '%s' is damaged: bad header", name);
     if (ver != 1)
         return cf_error_set(CF_EUNSUPPORTED, 0, "index '%s' has unsupported version %u", name, ver);
     if ((uint64_t)npk * 32 + (uint64_t)n * IX_ENTRY_SIZE != cf_rd_left(&rd))
         return cf_error_set(CF_ECORRUPT, 0, "index '%s' is damaged: size does not match its counts",
                             name);
+    /* validate every entry before touching the index, so a bad file adds nothing */
+    cf_rd check = rd;
+    cf_rd_bytes(&check, (size_t)npk * 32);
+    for (uint32_t i = 0; i < n; i++) {
+        cf_rd_bytes(&check, 32);
+        uint32_t pk = cf_rd_u32(&check);
+        cf_rd_u32(&check);
+        uint32_t length = cf_rd_u32(&check);
+        cf_rd_u32(&check);
+        uint8_t type = cf_rd_u8(&check);
+        uint8_t comp = cf_rd_u8(&check);
+        if (pk >= npk || length < CF_SEAL_OVERHEAD || type > CF_BLOB_TREE || comp > 7)
+            return cf_error_set(CF_ECORRUPT, 0, "index '%s' is damaged: entry %u is invalid", name, i);
+    }
     uint32_t *map = cf_malloc((npk ? npk : 1) * sizeof(uint32_t));
     if (!map)
         return CF_ENOMEM;
@@ -343,24 +469,32 @@ int cf_index__decode(cf_index *ix, const uint8_t *data, size_t len, const char *
         if ((rc = cf_index__pack_no(ix, &p, &map[i])))
             goto out;
     }
-    for (uint32_t i = 0; i < n; i++) {
-        cf_index_entry e;
-        memset(&e, 0, sizeof(e));
-        memcpy(e.id.b, cf_rd_bytes(&rd, 32), 32);
-        uint32_t pk = cf_rd_u32(&rd);
-        e.offset = cf_rd_u32(&rd);
-        e.length = cf_rd_u32(&rd);
-        e.raw_len = cf_rd_u32(&rd);
-        e.type = cf_rd_u8(&rd);
-        e.comp = cf_rd_u8(&rd);
-        if (pk >= npk || e.length < CF_SEAL_OVERHEAD || e.type > CF_BLOB_TREE) {
-            rc = cf_error_set(CF_ECORRUPT, 0, "index '%s' is damaged: entry %u is invalid", name, i);
+    if (ix->nbase + n > ix->base_cap) {
+        size_t ncap = ix->base_cap ? ix->base_cap : 1024;
+        while (ncap < ix->nbase + n)
+            ncap *= 2;
+        cf_ix_packed *nb = cf_realloc(ix->base, ncap * sizeof(*nb));
+        if (!nb) {
+            rc = CF_ENOMEM;
             goto out;
         }
-        e.pack = map[pk];
-        if ((rc = cf_index__add(ix, &e)))
-            goto out;
+        ix->base = nb;
+        ix->base_cap = ncap;
     }
+    for (uint32_t i = 0; i < n; i++) {
+        cf_ix_packed *e = &ix->base[ix->nbase++];
+        memcpy(e->id, cf_rd_bytes(&rd, 32), 32);
+        uint32_t pk = cf_rd_u32(&rd);
+        e->offset = cf_rd_u32(&rd);
+        e->length = cf_rd_u32(&rd);
+        e->raw_len = cf_rd_u32(&rd);
+        uint32_t type = cf_rd_u8(&rd);
+        uint32_t comp = cf_rd_u8(&rd);
+        e->pack_tc = map[pk] | type << 28 | comp << 29;
+    }
+    /* counted now; seal() recounts once duplicates are merged */
+    ix->count += n;
+    ix->base_live += n;
 out:
     free(map);
     return rc;

@@ -196,7 +196,7 @@ int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
     cf_wipe(ck, sizeof(ck));
     if (rc)
         goto out;
-    if ((rc = cf_repo__load_index(r)))
+    if ((rc = cf_repo__load_index(r)) || (rc = cf_index__seal(&r->index)))
         goto out;
     /* index files sealed by a newer key generation than this key holds: the key was rotated
      * out, which is a credential problem rather than damage */
@@ -270,9 +270,11 @@ int cf_repo_stats_get(cf_repo *repo, cf_repo_stats *out)
     out->packs = packs.count;
     out->stored_bytes = packs.bytes;
     out->index_files = idx.count;
-    for (size_t i = 0; i < repo->index.cap; i++) {
-        const cf_index_entry *e = &repo->index.slots[i];
-        if (!e->used)
+    size_t npos = cf_index__positions(&repo->index);
+    for (size_t i = 0; i < npos; i++) {
+        cf_index_entry ent;
+        const cf_index_entry *e = &ent;
+        if (!cf_index__at(&repo->index, i, &ent))
             continue;
         out->blobs++;
         out->raw_bytes += e->raw_len;

@@ -71,10 +71,31 @@ typedef struct {
     uint8_t pad;
 } cf_index_entry;
 
+/* An entry as stored in memory for the bulk of the index: 48 bytes per blob. */
 typedef struct {
-    cf_index_entry *slots;
-    size_t cap;   /* power of two */
-    size_t count;
+    uint8_t id[CF_ID_LEN];
+    uint32_t pack_tc;   /* pack number (28 bits) | type << 28 | compression << 29 */
+    uint32_t offset, length, raw_len;
+} cf_ix_packed;
+
+#define CF_IX_PACK_MASK 0x0FFFFFFFu
+#define CF_IX_DELETED CF_IX_PACK_MASK /* marks a removed base entry */
+
+/*
+ * The index: blobs loaded from index files live in a sorted array of 48-byte entries (the
+ * "base", searched through a 64 Ki-bucket directory on the first two id bytes); blobs added
+ * by this handle live in a small open-addressing table (the "overlay"). See
+ * docs/internals/index.md.
+ */
+typedef struct {
+    cf_ix_packed *base;
+    size_t nbase, base_cap, base_live;
+    size_t nsorted;       /* base[0..nsorted) is sorted and deduplicated */
+    uint32_t *dir;        /* 65537 bucket starts into base[0..nsorted) */
+    cf_index_entry *slots; /* overlay */
+    size_t cap;
+    size_t count;         /* live entries: base and overlay */
+    size_t overlay_count;
     cf_id *packs;
     size_t npacks, packs_cap;
     /* pack id -> number; simple open addressing over packs */
@@ -82,13 +103,26 @@ typedef struct {
     size_t pack_slots_cap;
 } cf_index;
 
+/* Number of live entries (merges entries appended by decode first). */
+size_t cf_index__count(cf_index *ix);
+/* Number of positions cf_index__at accepts. */
+size_t cf_index__positions(cf_index *ix);
+/* The entry at a position (base first, then overlay), false for an empty or removed one. */
+bool cf_index__at(cf_index *ix, size_t pos, cf_index_entry *out);
+/* Sort and deduplicate entries appended by decode (done lazily by the readers too). */
+int cf_index__seal(cf_index *ix);
+/* Bytes of memory the index uses. */
+size_t cf_index__memory(const cf_index *ix);
+
 void cf_index__init(cf_index *ix);
 void cf_index__free(cf_index *ix);
 /* Number for pack id, adding it if new. */
 int cf_index__pack_no(cf_index *ix, const cf_id *pack, uint32_t *out);
-/* Add an entry (pack given by number); an existing id keeps its first location. */
+/* Add an entry (pack given by number) to the overlay; an existing id keeps its first
+ * location. */
 int cf_index__add(cf_index *ix, const cf_index_entry *e);
-const cf_index_entry *cf_index__get(const cf_index *ix, const cf_id *id);
+/* Look up an id. The result is valid until the next call on this index from this thread. */
+const cf_index_entry *cf_index__get(cf_index *ix, const cf_id *id);
 /* Forget every pending entry (blobs of a failed write that were never stored); returns how
  * many. */
 size_t cf_index__drop_pending(cf_index *ix);
@@ -104,7 +138,7 @@ void cf_index__fill_pending(cf_index *ix, const cf_id *id, uint32_t offset, uint
 bool cf_index__has_pack(const cf_index *ix, const cf_id *pack);
 /* Serialise entries (all, or only those whose pack is in packs[] when filter) as an index
  * file plaintext. */
-int cf_index__encode(cf_buf *out, const cf_index *ix, const cf_id *only_packs, size_t n_only);
+int cf_index__encode(cf_buf *out, cf_index *ix, const cf_id *only_packs, size_t n_only);
 /* Parse an index file plaintext into ix. */
 int cf_index__decode(cf_index *ix, const uint8_t *data, size_t len, const char *name);
 
