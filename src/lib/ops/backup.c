@@ -894,8 +894,6 @@ out:
     if (rc && rc != CF_EPARTIAL) {
         /* blobs claimed by this backup but never stored must not satisfy later dedup
          * lookups of this handle; packs already stored stay, listed for the next index */
-        char msg[1024];
-        snprintf(msg, sizeof(msg), "%s", cf_error_last()->message);
         pthread_mutex_lock(&r->mu);
         cf_index__drop_pending(&r->index);
         pthread_mutex_unlock(&r->mu);
@@ -904,7 +902,6 @@ out:
             cf_buf_reset(&r->packs[i].header);
             r->packs[i].count = 0;
         }
-        cf_error_set(rc, cf_error_last()->sys, "%s", msg);
     }
     c.st.seconds = cf_mono_seconds() - t0;
     if (out_stats)
