@@ -54,6 +54,56 @@ static int cmp_packed(const void *a, const void *b)
     return memcmp(((const cf_ix_packed *)a)->id, ((const cf_ix_packed *)b)->id, CF_ID_LEN);
 }
 
+/* Sort base by id in place: distribute by the first two bytes (American flag sort: one
+ * counting pass, then cycles of swaps), then sort each of the 65536 buckets, which hold about
+ * n/65536 entries each. Fills dir with the bucket starts. */
+static void radix_sort(cf_ix_packed *v, size_t n, uint32_t *dir)
+{
+    memset(dir, 0, (DIR_BUCKETS + 1) * sizeof(uint32_t));
+    for (size_t i = 0; i < n; i++)
+        dir[bucket_of(v[i].id) + 1]++;
+    for (uint32_t b = 0; b < DIR_BUCKETS; b++)
+        dir[b + 1] += dir[b];
+    /* next[b]: where the next entry of bucket b goes */
+    uint32_t *next = malloc(DIR_BUCKETS * sizeof(uint32_t));
+    if (!next) {
+        qsort(v, n, sizeof(cf_ix_packed), cmp_packed);
+        return;
+    }
+    memcpy(next, dir, DIR_BUCKETS * sizeof(uint32_t));
+    for (uint32_t b = 0; b < DIR_BUCKETS; b++) {
+        while (next[b] < dir[b + 1]) {
+            cf_ix_packed cur = v[next[b]];
+            uint32_t cb = bucket_of(cur.id);
+            while (cb != b) {
+                cf_ix_packed tmp = v[next[cb]];
+                v[next[cb]++] = cur;
+                cur = tmp;
+                cb = bucket_of(cur.id);
+            }
+            v[next[b]++] = cur;
+        }
+    }
+    free(next);
+    for (uint32_t b = 0; b < DIR_BUCKETS; b++) {
+        size_t lo = dir[b], hi = dir[b + 1];
+        /* insertion sort for the small buckets this usually gives */
+        if (hi - lo > 32) {
+            qsort(v + lo, hi - lo, sizeof(cf_ix_packed), cmp_packed);
+            continue;
+        }
+        for (size_t i = lo + 1; i < hi; i++) {
+            cf_ix_packed x = v[i];
+            size_t j = i;
+            while (j > lo && memcmp(v[j - 1].id, x.id, CF_ID_LEN) > 0) {
+                v[j] = v[j - 1];
+                j--;
+            }
+            v[j] = x;
+        }
+    }
+}
+
 int cf_index__seal(cf_index *ix)
 {
     if (ix->nsorted == ix->nbase)
@@ -62,7 +112,7 @@ int cf_index__seal(cf_index *ix)
         return CF_ENOMEM;
     if (ix->nbase > UINT32_MAX)
         return cf_error_set(CF_ENOMEM, 0, "index of %zu entries is too large", ix->nbase);
-    qsort(ix->base, ix->nbase, sizeof(cf_ix_packed), cmp_packed);
+    radix_sort(ix->base, ix->nbase, ix->dir);
     /* keep the first of equal ids: qsort is not stable, so prefer live entries, then any */
     size_t k = 0;
     for (size_t i = 0; i < ix->nbase; i++) {
@@ -76,6 +126,14 @@ int cf_index__seal(cf_index *ix)
     }
     ix->nbase = k;
     ix->nsorted = k;
+    /* give back what doubling reserved beyond the entries */
+    if (ix->base_cap > k + k / 16 + 1024) {
+        cf_ix_packed *nb = realloc(ix->base, (k ? k : 1) * sizeof(*nb));
+        if (nb) {
+            ix->base = nb;
+            ix->base_cap = k ? k : 1;
+        }
+    }
     size_t live = 0;
     for (size_t i = 0; i < k; i++)
         live += (ix->base[i].pack_tc & CF_IX_PACK_MASK) != CF_IX_DELETED;
