@@ -3,8 +3,10 @@
  * indexed pack present) and, with read-data, every pack downloaded, authenticated,
  * decompressed and re-hashed. Each problem names the damaged object and what it affects.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "compress/compress.h"
 #include "ops/ops.h"
@@ -18,6 +20,10 @@ typedef struct {
     cf_idset reported;   /* packs already reported missing */
     cf_idset good_trees; /* trees checked without problems */
     const char *snap_id;
+    pthread_mutex_t mu; /* problem reporting, stats and the damaged set, during read-data */
+    const cf_id **todo; /* packs to read */
+    size_t ntodo, next;
+    int err;
 } cctx;
 
 static void problem(cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -28,9 +34,11 @@ static void problem(cctx *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
+    pthread_mutex_lock(&c->mu);
     c->st.problems++;
     if (c->o->on_problem)
         c->o->on_problem(NULL, msg, c->o->payload);
+    pthread_mutex_unlock(&c->mu);
 }
 
 static int list_pack(const char *name, uint64_t size, void *payload)
@@ -162,7 +170,9 @@ static int read_pack(cctx *c, const cf_id *pack)
         bad = true;
         goto out;
     }
+    pthread_mutex_lock(&c->mu);
     c->st.packs_read++;
+    pthread_mutex_unlock(&c->mu);
     uint8_t h[32];
     cf_sha256(h, data, len);
     if (memcmp(h, pack->b, 32) != 0) {
@@ -191,16 +201,62 @@ static int read_pack(cctx *c, const cf_id *pack)
     }
 out:
     if (bad) {
+        pthread_mutex_lock(&c->mu);
         c->st.damaged_packs++;
         if (cf_idset_add(&c->damaged, pack) < 0)
             rc = CF_ENOMEM;
         else
             rc = 0;
+        pthread_mutex_unlock(&c->mu);
     }
     free(es);
     free(data);
     cf_buf_free(&b);
     return rc;
+}
+
+static void *read_worker(void *arg)
+{
+    cctx *c = arg;
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        if (c->err || c->next >= c->ntodo) {
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        const cf_id *pack = c->todo[c->next++];
+        pthread_mutex_unlock(&c->mu);
+        int rc = read_pack(c, pack);
+        if (rc) {
+            pthread_mutex_lock(&c->mu);
+            if (!c->err)
+                c->err = rc;
+            pthread_mutex_unlock(&c->mu);
+        }
+    }
+    return NULL;
+}
+
+/* Read the chosen packs with one worker per CPU (downloads overlap decryption). */
+static int read_packs(cctx *c)
+{
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = ncpu > 1 ? (unsigned)ncpu : 2;
+    if (n > c->ntodo)
+        n = c->ntodo ? (unsigned)c->ntodo : 1;
+    pthread_t *t = cf_calloc(n, sizeof(pthread_t));
+    if (!t)
+        return CF_ENOMEM;
+    unsigned started = 0;
+    for (unsigned i = 0; i < n; i++)
+        if (pthread_create(&t[i], NULL, read_worker, c) == 0)
+            started++;
+    if (started == 0)
+        read_worker(c);
+    for (unsigned i = 0; i < started; i++)
+        pthread_join(t[i], NULL);
+    free(t);
+    return c->err;
 }
 
 int cf_check(cf_repo *r, const cf_check_opts *o, cf_check_stats *out_stats)
@@ -216,6 +272,7 @@ int cf_check(cf_repo *r, const cf_check_opts *o, cf_check_stats *out_stats)
     cf_idset_init(&c.damaged);
     cf_idset_init(&c.reported);
     cf_idset_init(&c.good_trees);
+    pthread_mutex_init(&c.mu, NULL);
     if ((rc = cf_repo_lock(r, CF_LOCK_SHARED)))
         goto out;
     /* problems found while opening: damaged index files */
@@ -242,7 +299,12 @@ int cf_check(cf_repo *r, const cf_check_opts *o, cf_check_stats *out_stats)
         uint32_t pct = o->read_data_percent ? o->read_data_percent : 100;
         uint64_t seed = 0;
         cf_random_bytes(&seed, sizeof(seed));
-        for (size_t i = 0; i < c.present.cap && rc == 0; i++) {
+        c.todo = cf_calloc(c.present.count ? c.present.count : 1, sizeof(cf_id *));
+        if (!c.todo) {
+            rc = CF_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < c.present.cap; i++) {
             if (!c.present.used[i])
                 continue;
             if (pct < 100) {
@@ -252,9 +314,9 @@ int cf_check(cf_repo *r, const cf_check_opts *o, cf_check_stats *out_stats)
                 if ((v >> 32) % 100 >= pct)
                     continue;
             }
-            rc = read_pack(&c, &c.present.slots[i]);
+            c.todo[c.ntodo++] = &c.present.slots[i];
         }
-        if (rc)
+        if ((rc = read_packs(&c)))
             goto out;
     }
     if ((rc = cf_snapshot_list(&snaps, &nsnaps, r, NULL)))
@@ -283,5 +345,7 @@ out:
     cf_idset_free(&c.damaged);
     cf_idset_free(&c.reported);
     cf_idset_free(&c.good_trees);
+    free(c.todo);
+    pthread_mutex_destroy(&c.mu);
     return rc;
 }
