@@ -90,7 +90,7 @@ static void apply_group(cf_forget_item *v, size_t n, const cf_forget_policy *p)
 {
     static const char *names[] = {"last", "hourly", "daily", "weekly", "monthly", "yearly"};
     int counts[6] = {p->last, p->hourly, p->daily, p->weekly, p->monthly, p->yearly};
-    long long last_bucket[6];
+    long long last_bucket[6] = {0};
     bool have[6] = {false};
     int64_t newest = n ? v[0].snap->time : 0;
     for (size_t i = 0; i < n; i++) {
