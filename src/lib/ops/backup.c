@@ -32,6 +32,7 @@ typedef struct {
     char cached_user[64], cached_group[64];
     bool have_user, have_group;
     int read_errno; /* set by chunk_stream when the source, not the repository, failed */
+    int depth;      /* directories open below the backup paths */
 } bctx;
 
 /* Returned (positive) by save_file and save_dir when the entry was reported and skipped. */
@@ -254,7 +255,8 @@ static int chunk_stream(bctx *c, int fd, uint64_t off, uint64_t limit, cf_node *
 }
 
 /* Back up a regular file's content into n (metadata already filled). */
-static int save_file(bctx *c, cf_node *n, const char *path, const cf_node *old)
+static int save_file(bctx *c, cf_node *n, int dfd, const char *rel, const char *path,
+                     const cf_node *old)
 {
     int rc = 0;
     uint32_t cap = 0;
@@ -274,9 +276,9 @@ static int save_file(bctx *c, cf_node *n, const char *path, const cf_node *old)
         c->prog.bytes_done += n->size;
         return 0;
     }
-    int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
+    int fd = openat(dfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME);
     if (fd < 0 && errno == EPERM)
-        fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        fd = openat(dfd, rel, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         report(c, path, "unable to open: %s", strerror(errno));
         return SKIPPED;
@@ -346,15 +348,37 @@ static int save_file(bctx *c, cf_node *n, const char *path, const cf_node *old)
 
 static int save_dir(bctx *c, const char *path, const cf_id *old_tree, cf_id *out_id);
 
-/* Build the node for one filesystem entry. Returns 0 with *keep true when the node is to be
- * added; non-fatal errors are reported and leave *keep false. */
-static int save_entry(bctx *c, cf_node *n, const char *path, const char *name, size_t name_len,
-                      const cf_node *old, bool *keep)
+/* Copy metadata that only changes together with ctime from the parent's node. */
+static int copy_unchanged(cf_node *n, const cf_node *old)
+{
+    if (old->nxattrs) {
+        cf_node tmp;
+        if (cf_node__copy(&tmp, old))
+            return CF_ENOMEM;
+        n->xattrs = tmp.xattrs;
+        n->nxattrs = tmp.nxattrs;
+        n->target = tmp.target;
+        tmp.xattrs = NULL;
+        tmp.nxattrs = 0;
+        tmp.target = NULL;
+        cf_node__free(&tmp);
+    } else if (old->target && !(n->target = cf_strdup(old->target))) {
+        return CF_ENOMEM;
+    }
+    return 0;
+}
+
+/* Build the node for one filesystem entry, found as name in the directory open as dfd
+ * (AT_FDCWD: use the full path). Returns 0 with *keep true when the node is to be added;
+ * non-fatal errors are reported and leave *keep false. */
+static int save_entry(bctx *c, cf_node *n, int dfd, const char *path, const char *name,
+                      size_t name_len, const cf_node *old, bool *keep)
 {
     struct stat st;
     int rc = 0;
+    const char *rel = dfd == AT_FDCWD ? path : name;
     *keep = false;
-    if (lstat(path, &st) != 0) {
+    if (fstatat(dfd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT)
             return 0; /* vanished since the directory was read */
         report(c, path, "unable to stat: %s", strerror(errno));
@@ -369,11 +393,19 @@ static int save_entry(bctx *c, cf_node *n, const char *path, const char *name, s
     n->name_len = (uint16_t)name_len;
     if ((rc = fill_meta(c, n, &st)))
         return rc;
-    if ((rc = read_xattrs(c, n, path)))
+    /* xattrs and link targets change the ctime: unchanged metadata need not be read again */
+    bool same = old && c->o->type != CF_BACKUP_FULL && old->type == n->type &&
+                old->ctime == n->ctime && old->mtime == n->mtime && old->inode == n->inode &&
+                old->size == n->size && old->dev == n->dev;
+    if (same)
+        rc = copy_unchanged(n, old);
+    else
+        rc = read_xattrs(c, n, path);
+    if (rc)
         return rc;
     switch (n->type) {
     case CF_NODE_FILE:
-        rc = save_file(c, n, path, old);
+        rc = save_file(c, n, dfd, rel, path, old);
         if (rc == SKIPPED)
             return 0; /* reported */
         if (rc)
@@ -400,8 +432,12 @@ static int save_entry(bctx *c, cf_node *n, const char *path, const char *name, s
         c->st.dirs++;
         break;
     case CF_NODE_SYMLINK: {
+        if (same && n->target) {
+            c->st.others++;
+            break;
+        }
         char target[PATH_MAX + 1];
-        ssize_t tl = readlink(path, target, PATH_MAX);
+        ssize_t tl = readlinkat(dfd, rel, target, PATH_MAX);
         if (tl < 0) {
             report(c, path, "unable to read link: %s", strerror(errno));
             return 0;
@@ -437,7 +473,7 @@ static int save_dir(bctx *c, const char *path, const cf_id *old_tree, cf_id *out
     cf_tree t, old;
     dent *ents = NULL;
     size_t n = 0, cap = 0;
-    bool have_old = false;
+    bool have_old = false, counted = false;
     cf_tree__init(&t);
     cf_tree__init(&old);
     DIR *d = opendir(path);
@@ -470,8 +506,17 @@ static int save_dir(bctx *c, const char *path, const cf_id *old_tree, cf_id *out
     }
     if (errno)
         report(c, path, "error reading directory: %s", strerror(errno));
-    closedir(d);
-    d = NULL;
+    /* children are opened relative to this directory (no path walks), except very deep down
+     * where holding one descriptor per level could exhaust them */
+    int dfd = AT_FDCWD;
+    if (c->depth < 128) {
+        dfd = dirfd(d);
+    } else {
+        closedir(d);
+        d = NULL;
+    }
+    c->depth++;
+    counted = true;
     if (n > 1)
         qsort(ents, n, sizeof(*ents), cmp_dent);
     if (old_tree) {
@@ -494,7 +539,7 @@ static int save_dir(bctx *c, const char *path, const cf_id *old_tree, cf_id *out
         cf_node node;
         bool keep = false;
         memset(&node, 0, sizeof(node));
-        rc = save_entry(c, &node, child, ents[i].name, ents[i].len, prev, &keep);
+        rc = save_entry(c, &node, dfd, child, ents[i].name, ents[i].len, prev, &keep);
         progress(c, child, false);
         free(child);
         if (rc == 0 && keep)
@@ -513,6 +558,8 @@ static int save_dir(bctx *c, const char *path, const cf_id *old_tree, cf_id *out
     rc = cf_repo__save_tree(c->r, &t, out_id, &added);
     c->st.bytes_added += added;
 out:
+    if (counted)
+        c->depth--;
     if (d)
         closedir(d);
     for (size_t i = 0; i < n; i++)
@@ -626,7 +673,7 @@ static int save_virtual(bctx *c, char **paths, size_t npaths, const char *prefix
                 c->root_dev = st.st_dev;
                 c->have_root_dev = true;
             }
-            rc = save_entry(c, &node, child, name, clen, prev, &keep);
+            rc = save_entry(c, &node, AT_FDCWD, child, name, clen, prev, &keep);
         } else {
             struct stat st;
             if (lstat(child, &st) != 0) {
