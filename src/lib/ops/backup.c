@@ -208,10 +208,13 @@ static int chunk_stream(bctx *c, int fd, uint64_t off, uint64_t limit, cf_node *
     bool eof = false;
     uint64_t got = 0;
     int rc = 0;
+    /* most chunks end before twice the average: look that far first, and fill up to the
+     * maximum only when no cut point was found (keeps the buffer small) */
+    const size_t quick = 2 * (size_t)p->avg < p->max ? 2 * (size_t)p->avg : p->max;
+    size_t need = quick;
     while (!eof || e > s) {
-        /* fill until a max-sized chunk fits, or the end */
-        while (!eof && e - s < p->max) {
-            if (c->cap - s < p->max) {
+        while (!eof && e - s < need) {
+            if (c->cap - s < need) {
                 memmove(c->buf, c->buf + s, e - s);
                 e -= s;
                 s = 0;
@@ -243,11 +246,17 @@ static int chunk_stream(bctx *c, int fd, uint64_t off, uint64_t limit, cf_node *
         if (e == s)
             break;
         size_t cut = cf_chunker_cut(c->r->chunker, c->buf + s, e - s, eof);
-        if (cut == 0)
+        if (cut == 0) {
+            if (need < p->max) {
+                need = p->max; /* no cut point yet: read up to a whole maximal chunk */
+                continue;
+            }
             cut = e - s; /* cannot happen: we filled to max or eof */
+        }
         if ((rc = store_chunk(c, n, cap, c->buf + s, cut)))
             return rc;
         s += cut;
+        need = quick;
         progress(c, NULL, false);
     }
     *out_read = got;
@@ -880,7 +889,11 @@ int cf_backup(cf_repo *r, const cf_backup_opts *o, char out_id[65], cf_backup_st
     po.source_kind = kind;
     if ((rc = cf_ops__find_parent(&parent, r, &po, paths, npaths, host)))
         goto out;
-    c.cap = (size_t)cf_chunker_params(r->chunker)->max * 2;
+    {
+        const cf_chunk_params *cp = cf_chunker_params(r->chunker);
+        size_t quick = 2 * (size_t)cp->avg < cp->max ? 2 * (size_t)cp->avg : cp->max;
+        c.cap = (size_t)cp->max + quick;
+    }
     if (!(c.buf = cf_malloc(c.cap))) {
         rc = CF_ENOMEM;
         goto out;

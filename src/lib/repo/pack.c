@@ -80,6 +80,11 @@ static int writer_start(cf_pack_writer *w, const cf_repo *r)
     cf_buf_reset(&w->buf);
     cf_buf_reset(&w->header);
     w->count = 0;
+    /* room for a full pack and the blob that overflows it, reserved once: growing by
+     * doubling would copy the pack and leave twice its size allocated */
+    if (w->buf.cap == 0 && (rc = cf_buf_reserve(&w->buf, (size_t)r->cfg.pack_size +
+                                                             r->cfg.chunk.max + 65536)))
+        return rc;
     return cf_buf_append(&w->buf, prefix, PACK_PREFIX);
 }
 

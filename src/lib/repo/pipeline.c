@@ -109,7 +109,7 @@ int cf_pipeline__start(cf_repo *r, unsigned n)
         return CF_ENOMEM;
     p->r = r;
     p->n = n;
-    p->cap = (size_t)n * 2 + 2;
+    p->cap = (size_t)n + 1; /* each queued blob is up to a chunk: keep few */
     p->q = cf_calloc(p->cap, sizeof(job));
     p->threads = cf_calloc(n, sizeof(pthread_t));
     p->workers = cf_calloc(n, sizeof(worker));
