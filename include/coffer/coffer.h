@@ -250,6 +250,9 @@ typedef struct {
 /* Return non-zero from the callback to stop the walk (that value is returned). */
 typedef int (*cf_walk_cb)(const cf_entry *e, void *payload);
 
+/* A callback receiving names; non-zero stops. */
+typedef int (*cf_walk_cb_name)(const char *name, uint64_t size, void *payload);
+
 /* Walk the snapshot's tree depth-first in name order, starting at path (NULL or "/": all). */
 int cf_walk(cf_repo *repo, const cf_snapshot *snap, const char *path, bool recursive,
             cf_walk_cb cb, void *payload);
@@ -342,6 +345,25 @@ typedef struct {
  * cred. Afterwards nothing in the repository needs an older generation. Exclusive lock. */
 int cf_rewrite_reencrypt(cf_repo *repo, const cf_credential *cred, const cf_prune_opts *opts,
                          cf_rewrite_stats *out_stats);
+
+/* ---------------------------------------------------------------- archive objects */
+
+/*
+ * Named objects kept beside snapshots: database log files (PostgreSQL WAL segments, MariaDB
+ * binlogs, SQLite WAL frames) that a point-in-time recovery replays. Each is compressed and
+ * sealed like every other object, and bound to its name (a renamed or swapped object is
+ * reported as damaged). kind and name use [A-Za-z0-9._-] (name may contain '/').
+ */
+/* Store an archive object. Storing the same bytes again under the same name succeeds;
+ * different bytes under an existing name fail with CF_EEXISTS. Durable when it returns. */
+int cf_archive_put(cf_repo *repo, const char *kind, const char *name, const void *data,
+                   size_t len);
+/* Read one: *out is malloc'd. CF_ENOTFOUND when absent, CF_ECORRUPT when damaged. */
+int cf_archive_get(cf_repo *repo, const char *kind, const char *name, uint8_t **out,
+                   size_t *out_len);
+/* Every name of a kind (unordered). */
+int cf_archive_list(cf_repo *repo, const char *kind, cf_walk_cb_name cb, void *payload);
+int cf_archive_remove(cf_repo *repo, const char *kind, const char *name);
 
 /* ---------------------------------------------------------------- stats and debugging */
 

@@ -28,7 +28,7 @@
 enum { CF_BLOB_DATA = 0, CF_BLOB_TREE = 1 };
 
 /* Sealed object types (index, snapshot, lock). Never renumber. */
-enum { CF_OBJ_INDEX = 1, CF_OBJ_SNAPSHOT = 2, CF_OBJ_LOCK = 3 };
+enum { CF_OBJ_INDEX = 1, CF_OBJ_SNAPSHOT = 2, CF_OBJ_LOCK = 3, CF_OBJ_ARCHIVE = 4 };
 
 /* ---- master key ---- */
 #define CF_MAX_GENERATIONS 64
