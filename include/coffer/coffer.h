@@ -186,6 +186,14 @@ typedef struct {
     void *payload;
     double progress_interval;       /* seconds between progress calls; 0: 1 s */
     unsigned threads;               /* compression/encryption workers; 0: one per CPU */
+    /* Database sources (PostgreSQL, ...): called once when the source has been read to its
+     * end, before the snapshot is written, since a database tool's exit status and its stop
+     * point are known only then. Return 0, optionally with a JSON object text in *out_json
+     * (malloc'd, freed by cf_backup) whose fields are added to the snapshot document (they
+     * never replace the document's own fields); or a negative CF_E* code: nothing is
+     * published and cf_backup returns that code. NULL: not called. */
+    int (*finish)(char **out_json, void *finish_payload);
+    void *finish_payload;
 } cf_backup_opts;
 
 /* Back up, publish the snapshot last, and return its id (65 bytes incl. NUL) and stats.

@@ -64,6 +64,14 @@ typedef struct cf_storage_ops {
     /* Bytes free at the location, or CF_EUNSUPPORTED. May be NULL. */
     int (*space)(void *self, uint64_t *out_free);
     void (*close)(void *self);
+    /* Optional: a directory on the storage's own filesystem where the engine may build large
+     * objects (packs) in temporary files named ".tmp-*", to be published with put_file without
+     * holding them in memory. NULL when the driver has none. */
+    int (*spool_dir)(void *self, char *out, size_t out_size);
+    /* Optional, with spool_dir: publish the temporary file at tmp_path (open as fd, fully
+     * written) as name, atomically and durably (fsync, rename, fsync the directory). On
+     * success the temporary file is gone. */
+    int (*put_file)(void *self, const char *name, const char *tmp_path, int fd, unsigned flags);
 } cf_storage_ops;
 
 /* An open storage location: a driver and its state. */
@@ -90,6 +98,10 @@ int cf_storage_stat(cf_storage *st, const char *name, uint64_t *out_size);
 int cf_storage_list(cf_storage *st, const char *prefix, cf_storage_list_cb cb, void *payload);
 int cf_storage_remove(cf_storage *st, const char *name);
 int cf_storage_space(cf_storage *st, uint64_t *out_free);
+/* The spool directory of drivers that have one (CF_EUNSUPPORTED otherwise). */
+int cf_storage_spool_dir(cf_storage *st, char *out, size_t out_size);
+int cf_storage_put_file(cf_storage *st, const char *name, const char *tmp_path, int fd,
+                        unsigned flags);
 
 /* Object names: at most this many bytes. Valid names are non-empty, slash-separated, do not
  * start or end with '/', and contain no "..", "//", "." component, or component starting

@@ -134,6 +134,64 @@ int cf_random_bytes(void *out, size_t n)
 
 /* ---- SHA-256 and HMAC ---- */
 
+struct cf_sha256_ctx {
+    EVP_MD_CTX *md;
+};
+
+cf_sha256_ctx *cf_sha256_new(void)
+{
+    cf_sha256_ctx *c = calloc(1, sizeof(*c));
+    tl_get();
+    if (!c || g_sha256 == NULL || !(c->md = EVP_MD_CTX_new()) ||
+        EVP_DigestInit_ex2(c->md, g_sha256, NULL) != 1) {
+        if (c)
+            EVP_MD_CTX_free(c->md);
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void cf_sha256_update(cf_sha256_ctx *c, const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    while (len > 0) {
+        size_t step = len < CF_EVP_STEP ? len : CF_EVP_STEP;
+        if (EVP_DigestUpdate(c->md, p, step) != 1)
+            crypto_fatal("sha-256 update");
+        p += step;
+        len -= step;
+    }
+}
+
+void cf_sha256_final(cf_sha256_ctx *c, uint8_t out[32])
+{
+    unsigned int outlen = 0;
+    if (EVP_DigestFinal_ex(c->md, out, &outlen) != 1 || outlen != 32 ||
+        EVP_DigestInit_ex2(c->md, g_sha256, NULL) != 1)
+        crypto_fatal("sha-256 final");
+}
+
+cf_sha256_ctx *cf_sha256_dup(const cf_sha256_ctx *c)
+{
+    cf_sha256_ctx *d = calloc(1, sizeof(*d));
+    if (!d || !(d->md = EVP_MD_CTX_new()) || EVP_MD_CTX_copy_ex(d->md, c->md) != 1) {
+        if (d)
+            EVP_MD_CTX_free(d->md);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void cf_sha256_free(cf_sha256_ctx *c)
+{
+    if (!c)
+        return;
+    EVP_MD_CTX_free(c->md);
+    free(c);
+}
+
 void cf_sha256(uint8_t out[32], const void *data, size_t len)
 {
     cf_crypto_tl *t = tl_get();

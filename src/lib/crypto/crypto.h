@@ -36,6 +36,15 @@ int cf_random_bytes(void *out, size_t n);
 /* SHA-256 of data. */
 void cf_sha256(uint8_t out[32], const void *data, size_t len);
 
+/* Incremental SHA-256 (for data written in pieces). new returns NULL on failure. */
+typedef struct cf_sha256_ctx cf_sha256_ctx;
+cf_sha256_ctx *cf_sha256_new(void);
+void cf_sha256_update(cf_sha256_ctx *c, const void *data, size_t len);
+void cf_sha256_final(cf_sha256_ctx *c, uint8_t out[32]); /* the context can be reused after */
+void cf_sha256_free(cf_sha256_ctx *c);
+/* A copy of the state so far (NULL on failure). */
+cf_sha256_ctx *cf_sha256_dup(const cf_sha256_ctx *c);
+
 /* HMAC-SHA-256 with a 32-byte key. */
 void cf_hmac_sha256(uint8_t out[32], const uint8_t key[CF_KEY_LEN], const void *data, size_t len);
 

@@ -808,6 +808,7 @@ int cf_backup(cf_repo *r, const cf_backup_opts *o, char out_id[65], cf_backup_st
     cf_snapshot *parent = NULL;
     cf_snapshot snap;
     cf_buf doc;
+    json_t *extra = NULL; /* fields from o->finish */
     double t0 = cf_mono_seconds();
     memset(&c, 0, sizeof(c));
     memset(&snap, 0, sizeof(snap));
@@ -915,6 +916,20 @@ int cf_backup(cf_repo *r, const cf_backup_opts *o, char out_id[65], cf_backup_st
         goto out;
     c.st.bytes_added = r->bytes_written - written0;
     c.st.blobs_added = r->blobs_claimed - claimed0;
+    /* source-specific fields (cf_backup_opts.finish), known only now the source has ended */
+    if (o->finish) {
+        char *extra_text = NULL;
+        rc = o->finish(&extra_text, o->finish_payload);
+        if (rc == 0 && extra_text) {
+            extra = json_loads(extra_text, 0, NULL);
+            if (!json_is_object(extra))
+                rc = cf_error_set(CF_EINVAL, 0, "the source's snapshot fields are not a JSON object");
+        }
+        free(extra_text);
+        if (rc)
+            goto out;
+        snap.extra = extra;
+    }
 
     snap.time = o->time_ns ? o->time_ns : cf_now_ns();
     snap.host = host;
@@ -957,11 +972,8 @@ out:
         pthread_mutex_lock(&r->mu);
         cf_index__drop_pending(&r->index);
         pthread_mutex_unlock(&r->mu);
-        for (int i = 0; i < 2; i++) {
-            cf_buf_reset(&r->packs[i].buf);
-            cf_buf_reset(&r->packs[i].header);
-            r->packs[i].count = 0;
-        }
+        for (int i = 0; i < 2; i++)
+            cf_pack__writer_abort(&r->packs[i]);
     }
     c.st.seconds = cf_mono_seconds() - t0;
     if (out_stats)
@@ -973,5 +985,6 @@ out:
     free(paths);
     free(c.buf);
     cf_buf_free(&doc);
+    json_decref(extra);
     return rc;
 }

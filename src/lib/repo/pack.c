@@ -3,6 +3,10 @@
  * 8-byte trailer. Each pack has a random salt from which its key is derived, so no AES-GCM
  * key seals more than the few thousand blobs of one pack.
  */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -55,19 +59,57 @@ void cf_pack__writer_init(cf_pack_writer *w)
     cf_buf_init(&w->buf, 0);
     cf_buf_init(&w->header, 0);
     cf_buf_init(&w->scratch, 0);
+    w->fd = -1;
+}
+
+void cf_pack__writer_abort(cf_pack_writer *w)
+{
+    if (w->fd >= 0) {
+        close(w->fd);
+        unlink(w->tmp);
+        w->fd = -1;
+    }
+    cf_buf_reset(&w->buf);
+    cf_buf_reset(&w->header);
+    w->count = 0;
+    w->len = 0;
 }
 
 void cf_pack__writer_free(cf_pack_writer *w)
 {
+    cf_pack__writer_abort(w);
     cf_buf_free(&w->buf);
     cf_buf_free(&w->header);
     cf_buf_free(&w->scratch);
+    cf_sha256_free(w->hash);
+    w->hash = NULL;
     cf_wipe(w->key, sizeof(w->key));
+}
+
+static size_t writer_len(const cf_pack_writer *w) { return w->fd >= 0 ? (size_t)w->len : w->buf.len; }
+
+/* Append bytes to a spooled pack: write them and hash them. */
+static int spool_write(cf_pack_writer *w, const uint8_t *p, size_t n)
+{
+    size_t done = 0;
+    while (done < n) {
+        ssize_t k = write(w->fd, p + done, n - done);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return cf_error_set(cf_error_from_errno(errno) == CF_ENOSPACE ? CF_ENOSPACE : CF_EIO,
+                                errno, "unable to write pack spool file '%s': %s", w->tmp,
+                                strerror(errno));
+        done += (size_t)k;
+    }
+    cf_sha256_update(w->hash, p, n);
+    w->len += n;
+    return 0;
 }
 
 static int writer_start(cf_pack_writer *w, const cf_repo *r)
 {
-    uint8_t prefix[PACK_PREFIX];
+    uint8_t *prefix = w->prefix;
     memcpy(prefix, PACK_MAGIC, 4);
     prefix[4] = 1;
     prefix[5] = prefix[6] = prefix[7] = 0;
@@ -80,6 +122,23 @@ static int writer_start(cf_pack_writer *w, const cf_repo *r)
     cf_buf_reset(&w->buf);
     cf_buf_reset(&w->header);
     w->count = 0;
+    if (r->spool[0]) {
+        static atomic_ulong counter;
+        if (!w->hash && !(w->hash = cf_sha256_new()))
+            return cf_error_set(CF_ENOMEM, 0, "unable to create a hash context");
+        unsigned long n = atomic_fetch_add(&counter, 1);
+        int k = snprintf(w->tmp, sizeof(w->tmp), "%.3900s/.tmp-pack-%ld-%lu-%lx", r->spool,
+                         (long)getpid(), n, (unsigned long)cf_now_ns());
+        if (k < 0 || (size_t)k >= sizeof(w->tmp))
+            return cf_error_set(CF_EINVAL, 0, "repository path too long for a spool file");
+        w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        if (w->fd < 0)
+            return cf_error_set(cf_error_from_errno(errno), errno,
+                                "unable to create pack spool file '%s': %s", w->tmp,
+                                strerror(errno));
+        w->len = 0;
+        return spool_write(w, prefix, PACK_PREFIX);
+    }
     /* room for a full pack and the blob that overflows it, reserved once: growing by
      * doubling would copy the pack and leave twice its size allocated */
     if (w->buf.cap == 0 && (rc = cf_buf_reserve(&w->buf, (size_t)r->cfg.pack_size +
@@ -95,30 +154,83 @@ int cf_pack__writer_finish(cf_repo *r, cf_pack_writer *w)
     int rc = 0;
     cf_buf hdr;
     cf_buf_init(&hdr, 0);
-    if (w->count == 0)
+    if (w->count == 0) {
+        cf_pack__writer_abort(w);
         return 0;
+    }
     if ((rc = cf_buf_put_u32(&hdr, w->count)) ||
         (rc = cf_buf_append(&hdr, w->header.data, w->header.len)))
         goto out;
     size_t sealed_len = hdr.len + CF_SEAL_OVERHEAD;
-    if ((rc = cf_buf_reserve(&w->buf, sealed_len + PACK_TRAILER)))
-        goto out;
-    rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, w->buf.data, PACK_PREFIX, hdr.data, hdr.len);
-    if (rc)
-        goto out;
-    w->buf.len += sealed_len;
-    cf_buf_put_u32(&w->buf, (uint32_t)sealed_len);
-    cf_buf_append(&w->buf, PACK_END_MAGIC, 4);
-
+    uint64_t total = 0;
     cf_id pid;
     char path[80];
-    cf_sha256(pid.b, w->buf.data, w->buf.len);
-    cf_pack__path(path, &pid);
-    if ((rc = cf_storage_put(r->st, path, w->buf.data, w->buf.len, 0)))
+    /* on failure the pack goes back to how it was before its header, so that a later flush
+     * retries it: its blobs are claimed in the index and must not be lost */
+    if (w->fd >= 0) {
+        uint8_t trailer[PACK_TRAILER];
+        uint64_t before = w->len;
+        cf_sha256_ctx *keep = cf_sha256_dup(w->hash);
+        if (!keep) {
+            rc = cf_error_set(CF_ENOMEM, 0, "unable to copy a hash context");
+            goto out;
+        }
+        cf_buf_reset(&w->buf);
+        cf_le32_put(trailer, (uint32_t)sealed_len);
+        memcpy(trailer + 4, PACK_END_MAGIC, 4);
+        if ((rc = cf_buf_reserve(&w->buf, sealed_len)) ||
+            (rc = cf_aead_seal(w->buf.data, w->key, w->prefix, PACK_PREFIX, hdr.data, hdr.len)) ||
+            (rc = spool_write(w, w->buf.data, sealed_len)) ||
+            (rc = spool_write(w, trailer, sizeof(trailer)))) {
+            cf_sha256_free(keep);
+            goto spool_undo;
+        }
+        cf_sha256_final(w->hash, pid.b);
+        cf_pack__path(path, &pid);
+        total = w->len;
+        if ((rc = cf_storage_put_file(r->st, path, w->tmp, w->fd, 0))) {
+            cf_sha256_free(w->hash);
+            w->hash = keep;
+            goto spool_undo;
+        }
+        cf_sha256_free(keep);
+        close(w->fd);
+        w->fd = -1; /* the spool file is now the pack */
+        goto stored;
+    spool_undo:
+        if (w->hash != keep && keep) {
+            cf_sha256_free(w->hash);
+            w->hash = keep;
+        }
+        if (ftruncate(w->fd, (off_t)before) != 0 || lseek(w->fd, (off_t)before, SEEK_SET) < 0) {
+            /* cannot restore the spool file: give the pack up (its blobs are unclaimed by the
+             * caller's failure handling) */
+            cf_pack__writer_abort(w);
+        }
+        w->len = before;
         goto out;
-
+    } else {
+        size_t before = w->buf.len;
+        if ((rc = cf_buf_reserve(&w->buf, sealed_len + PACK_TRAILER)))
+            goto out;
+        rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, w->buf.data, PACK_PREFIX, hdr.data,
+                          hdr.len);
+        if (rc)
+            goto out;
+        w->buf.len += sealed_len;
+        cf_buf_put_u32(&w->buf, (uint32_t)sealed_len);
+        cf_buf_append(&w->buf, PACK_END_MAGIC, 4);
+        cf_sha256(pid.b, w->buf.data, w->buf.len);
+        cf_pack__path(path, &pid);
+        total = w->buf.len;
+        if ((rc = cf_storage_put(r->st, path, w->buf.data, w->buf.len, 0))) {
+            w->buf.len = before;
+            goto out;
+        }
+    }
+stored:
     pthread_mutex_lock(&r->mu);
-    r->bytes_written += w->buf.len;
+    r->bytes_written += total;
     uint32_t no;
     if ((rc = cf_index__pack_no(&r->index, &pid, &no)))
         goto unlock;
@@ -146,6 +258,7 @@ unlock:
     cf_buf_reset(&w->buf);
     cf_buf_reset(&w->header);
     w->count = 0;
+    w->len = 0;
 out:
     cf_buf_free(&hdr);
     return rc;
@@ -182,7 +295,7 @@ int cf_pack__writer_add(cf_repo *r, cf_pack_writer *w, uint8_t type, const cf_id
     int rc = 0, algo = CF_COMP_NONE;
     size_t clen = 0;
     *out_added = 0;
-    if (w->buf.len == 0 && (rc = writer_start(w, r)))
+    if (w->count == 0 && w->fd < 0 && w->buf.len == 0 && (rc = writer_start(w, r)))
         return rc;
     const void *payload = data;
     size_t plen = len;
@@ -201,12 +314,20 @@ int cf_pack__writer_add(cf_repo *r, cf_pack_writer *w, uint8_t type, const cf_id
     uint8_t aad[BLOB_AAD];
     blob_aad(aad, id, type, (uint8_t)algo, (uint32_t)len);
     size_t sealed = plen + CF_SEAL_OVERHEAD;
-    if ((rc = cf_buf_reserve(&w->buf, sealed)))
-        return rc;
-    uint32_t offset = (uint32_t)w->buf.len;
-    if ((rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, aad, sizeof(aad), payload, plen)))
-        return rc;
-    w->buf.len += sealed;
+    uint32_t offset = (uint32_t)writer_len(w);
+    if (w->fd >= 0) {
+        cf_buf_reset(&w->buf);
+        if ((rc = cf_buf_reserve(&w->buf, sealed)) ||
+            (rc = cf_aead_seal(w->buf.data, w->key, aad, sizeof(aad), payload, plen)) ||
+            (rc = spool_write(w, w->buf.data, sealed)))
+            return rc;
+    } else {
+        if ((rc = cf_buf_reserve(&w->buf, sealed)))
+            return rc;
+        if ((rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, aad, sizeof(aad), payload, plen)))
+            return rc;
+        w->buf.len += sealed;
+    }
     uint8_t e[PACK_ENTRY];
     e[0] = type;
     e[1] = (uint8_t)algo;
@@ -222,7 +343,7 @@ int cf_pack__writer_add(cf_repo *r, cf_pack_writer *w, uint8_t type, const cf_id
     cf_index__fill_pending(&r->index, id, offset, (uint32_t)sealed, (uint8_t)algo);
     pthread_mutex_unlock(&r->mu);
     *out_added = sealed;
-    if (w->buf.len >= r->cfg.pack_size)
+    if (writer_len(w) >= r->cfg.pack_size)
         rc = cf_pack__writer_finish(r, w);
     return rc;
 }

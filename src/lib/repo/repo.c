@@ -187,6 +187,9 @@ int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
         goto out;
     if ((rc = cf_config__read_unverified(&r->cfg, &raw, r->st, url)))
         goto out;
+    /* packs are built in files next to where they are published when the storage allows */
+    if (cf_storage_spool_dir(r->st, r->spool, sizeof(r->spool)) != 0)
+        r->spool[0] = '\0';
     struct accept_ctx ac = {r, url};
     if ((rc = cf_keys__open(&r->mk, r->slot_id, &r->role, r->st, cred, url, accept_config, &ac)))
         goto out;

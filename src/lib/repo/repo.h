@@ -149,10 +149,19 @@ typedef struct {
     cf_buf header;           /* header entries */
     cf_buf scratch;          /* compression output */
     uint32_t count;
+    uint8_t prefix[28];      /* CF_PACK_PREFIX bytes: the header's associated data */
+    /* spooled packs are built in a temporary file instead of buf (which then only stages
+     * one sealed blob): memory stays small whatever the pack size */
+    int fd;                  /* -1: building in memory */
+    char tmp[4096];
+    uint64_t len;            /* bytes written to the spool file */
+    struct cf_sha256_ctx *hash;
 } cf_pack_writer;
 
 void cf_pack__writer_init(cf_pack_writer *w);
 void cf_pack__writer_free(cf_pack_writer *w);
+/* Drop the pack being built (its blobs were never stored). */
+void cf_pack__writer_abort(cf_pack_writer *w);
 
 /* ---- tree ---- */
 typedef struct {
@@ -251,6 +260,7 @@ struct cf_repo {
     uint64_t blobs_claimed;  /* new blobs accepted by this handle */
     char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */
     double last_checkpoint;  /* when an index checkpoint was last written */
+    char spool[4096];        /* where packs are built ("" : in memory) */
     uint8_t (*salts)[CF_PACK_PREFIX + 1]; size_t nsalts; /* pack prefixes by pack number;
                                                              [CF_PACK_PREFIX] = known */
 };

@@ -292,6 +292,26 @@ int cf_storage_remove(cf_storage *st, const char *name)
     return st->ops->remove(st->self, name);
 }
 
+int cf_storage_spool_dir(cf_storage *st, char *out, size_t out_size)
+{
+    CHECK_HANDLE(st);
+    if (!st->ops->spool_dir || !st->ops->put_file)
+        return CF_EUNSUPPORTED; /* not an error worth a message: callers fall back */
+    return st->ops->spool_dir(st->self, out, out_size);
+}
+
+int cf_storage_put_file(cf_storage *st, const char *name, const char *tmp_path, int fd,
+                        unsigned flags)
+{
+    CHECK_HANDLE(st);
+    int rc = check_name(st, name, false);
+    if (rc)
+        return rc;
+    if (!st->ops->put_file)
+        return cf_error_set(CF_EUNSUPPORTED, 0, "'%s' cannot publish files", st->display);
+    return st->ops->put_file(st->self, name, tmp_path, fd, flags);
+}
+
 int cf_storage_space(cf_storage *st, uint64_t *out_free)
 {
     CHECK_HANDLE(st);

@@ -393,6 +393,61 @@ out:
     return rc;
 }
 
+static int local_spool_dir(void *self, char *out, size_t out_size)
+{
+    local *l = self;
+    /* the data folder: on the repository's filesystem, so publishing is a rename */
+    int dfd = open_dir_create(l, "data");
+    if (dfd < 0)
+        return fail_write(l, "data/", errno);
+    close(dfd);
+    int n = snprintf(out, out_size, "%s/data", l->root);
+    if (n < 0 || (size_t)n >= out_size)
+        return cf_error_set(CF_EINVAL, 0, "repository path '%s' is too long", l->root);
+    return 0;
+}
+
+static int local_put_file(void *self, const char *name, const char *tmp_path, int fd,
+                          unsigned flags)
+{
+    local *l = self;
+    char *dir = NULL;
+    const char *base;
+    int dfd = -1;
+    int rc = split_name(name, &dir, &base);
+    if (rc < 0)
+        return rc;
+    if (fsync(fd) != 0) {
+        rc = fail_write(l, name, errno);
+        goto out;
+    }
+    dfd = open_dir_create(l, dir);
+    if (dfd < 0) {
+        rc = fail_write(l, name, errno);
+        goto out;
+    }
+    if (flags & CF_PUT_EXCLUSIVE) {
+        if (linkat(AT_FDCWD, tmp_path, dfd, base, 0) != 0) {
+            int err = errno;
+            rc = err == EEXIST ? cf_error_set(CF_EEXISTS, err, "object '%s' already exists in '%s'",
+                                              name, l->root)
+                               : fail_write(l, name, err);
+            goto out;
+        }
+        unlink(tmp_path);
+    } else if (renameat(AT_FDCWD, tmp_path, dfd, base) != 0) {
+        rc = fail_write(l, name, errno);
+        goto out;
+    }
+    if (fsync_dir(dfd) != 0)
+        rc = fail_write(l, name, errno);
+out:
+    if (dfd >= 0)
+        close(dfd);
+    free(dir);
+    return rc;
+}
+
 static int local_get(void *self, const char *name, uint64_t offset, uint64_t length,
                      uint8_t **out, size_t *out_len)
 {
@@ -712,4 +767,6 @@ const cf_storage_ops cf_storage_local_ops = {
     .remove = local_remove,
     .space = local_space,
     .close = local_close,
+    .spool_dir = local_spool_dir,
+    .put_file = local_put_file,
 };

@@ -543,7 +543,60 @@ static void abort_upload(s3 *s, const char *name, const char *upload_id)
 
 typedef struct {
     char etag[128];
+    uint8_t md5[16];
 } part_info;
+
+/* After a completion whose answer was lost (its retry then fails: AWS says NoSuchUpload,
+ * s3rver InternalError): is the stored object the one we uploaded? Same size, and an ETag
+ * that is either the multipart form (MD5 of the parts' MD5s, "-N") or the whole MD5
+ * (s3rver); failing that (SSE-KMS ETags are opaque), the bytes themselves. */
+static bool upload_landed(s3 *s, const char *name, const void *data, size_t len,
+                          const part_info *parts, size_t n_parts)
+{
+    saved_err e;
+    err_save(&e);
+    bool ok = false;
+    s3_req r;
+    cf_http_response resp;
+    cf_http_response_init(&resp);
+    req_init(&r, s, "HEAD");
+    if (req_path(&r, name) != 0 || req_do(&r, "write", name, NULL, 0, false, 0, &resp) != 0 ||
+        resp.status != 200)
+        goto out;
+    const char *cl = cf_http_response_header(&resp, "content-length");
+    const char *etag = cf_http_response_header(&resp, "etag");
+    if (!cl || strtoull(cl, NULL, 10) != (unsigned long long)len)
+        goto out;
+    if (etag) {
+        EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+        uint8_t md[16];
+        unsigned int mdn = 0;
+        char want[64], hex[33];
+        if (ctx && EVP_DigestInit_ex(ctx, EVP_md5(), NULL)) {
+            for (size_t i = 0; i < n_parts; i++)
+                EVP_DigestUpdate(ctx, parts[i].md5, 16);
+            if (EVP_DigestFinal_ex(ctx, md, &mdn)) {
+                cf_hex_encode(hex, md, 16);
+                snprintf(want, sizeof(want), "\"%s-%zu\"", hex, n_parts);
+                ok = strcmp(etag, want) == 0;
+            }
+        }
+        EVP_MD_CTX_free(ctx);
+        if (!ok) {
+            digest(EVP_md5(), data, len, md);
+            cf_hex_encode(hex, md, 16);
+            snprintf(want, sizeof(want), "\"%s\"", hex);
+            ok = strcmp(etag, want) == 0;
+        }
+    }
+    if (!ok)
+        ok = same_content(s, name, data, len);
+out:
+    req_free(&r);
+    cf_http_response_free(&resp);
+    err_restore(&e);
+    return ok;
+}
 
 static int put_multipart(s3 *s, const char *name, const void *data, size_t len, bool if_none_match)
 {
@@ -598,7 +651,8 @@ static int put_multipart(s3 *s, const char *name, const void *data, size_t len, 
             goto fail;
         req_query(&r, "partNumber", num);
         req_query(&r, "uploadId", upload_id);
-        content_md5(md5, bytes + off, n);
+        digest(EVP_md5(), bytes + off, n, parts[i].md5);
+        EVP_EncodeBlock((unsigned char *)md5, parts[i].md5, 16);
         req_header(&r, "Content-MD5", md5);
         if ((rc = req_do(&r, "write", name, bytes + off, n, true, 0, &resp)) < 0)
             goto fail;
@@ -643,9 +697,13 @@ static int put_multipart(s3 *s, const char *name, const void *data, size_t len, 
             req_header(&r, "If-None-Match", "*");
         rc = req_do(&r, "write", name, xml.data, xml.len, true, 0, &resp);
         req_free(&r);
+        ambiguous = ambiguous || resp.attempts > 1;
+        if (rc == CF_ERETRYABLE && ambiguous && upload_landed(s, name, data, len, parts, n_parts)) {
+            rc = 0;
+            goto out;
+        }
         if (rc < 0)
             goto fail;
-        ambiguous = ambiguous || resp.attempts > 1;
         if (resp.status == 200) {
             /* S3 may answer 200 and report a failure in the body. */
             char *code = NULL;
@@ -678,16 +736,14 @@ static int put_multipart(s3 *s, const char *name, const void *data, size_t len, 
             cf_retry_sleep_ms(cf_retry_delay_ms(pol, attempt, 0));
             continue;
         }
-        if (resp.status == 404 && ambiguous) {
-            /* NoSuchUpload after an attempt whose answer was lost: it completed. */
-            uint64_t size = 0;
-            if (head_object(s, name, &size, "write") == 0 && size == len) {
-                rc = 0;
-                goto out;
-            }
+        if (resp.status == 404 && ambiguous && upload_landed(s, name, data, len, parts, n_parts)) {
+            rc = 0; /* NoSuchUpload after an attempt whose answer was lost: it completed */
+            goto out;
         }
         if (if_none_match && resp.status == 412) {
-            rc = ambiguous && same_content(s, name, data, len) ? 0 : exists_error(s, name);
+            rc = ambiguous && upload_landed(s, name, data, len, parts, n_parts)
+                     ? 0
+                     : exists_error(s, name);
             if (rc == 0)
                 goto out;
             goto fail;
