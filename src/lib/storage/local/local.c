@@ -400,6 +400,23 @@ static int local_spool_dir(void *self, char *out, size_t out_size)
     int dfd = open_dir_create(l, "data");
     if (dfd < 0)
         return fail_write(l, "data/", errno);
+    /* spool files of killed processes: untouched for a day, nobody is writing them */
+    int sfd = dup(dfd);
+    DIR *d = sfd >= 0 ? fdopendir(sfd) : NULL;
+    if (d) {
+        struct dirent *de;
+        time_t now = time(NULL);
+        while ((de = readdir(d))) {
+            struct stat st;
+            if (strncmp(de->d_name, TMP_PREFIX "pack-", strlen(TMP_PREFIX "pack-")) == 0 &&
+                fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                now - st.st_mtime > 24 * 3600)
+                unlinkat(dfd, de->d_name, 0);
+        }
+        closedir(d);
+    } else if (sfd >= 0) {
+        close(sfd);
+    }
     close(dfd);
     int n = snprintf(out, out_size, "%s/data", l->root);
     if (n < 0 || (size_t)n >= out_size)
