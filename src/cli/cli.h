@@ -78,6 +78,9 @@ int cmd_forget(int argc, char **argv);
 int cmd_prune(int argc, char **argv);
 int cmd_key(int argc, char **argv);
 int cmd_rewrite(int argc, char **argv);
+int cmd_pg(int argc, char **argv);        /* cmd_pg.c: coffer pg backup|restore|check|... */
+int cmd_wal_push(int argc, char **argv);  /* cmd_pg.c: PostgreSQL archive_command */
+int cmd_wal_fetch(int argc, char **argv); /* cmd_pg.c: PostgreSQL restore_command */
 
 
 

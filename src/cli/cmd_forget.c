@@ -167,6 +167,7 @@ int cmd_forget(int argc, char **argv)
     int c, rc = 0;
     memset(&p, 0, sizeof(p));
     memset(&po, 0, sizeof(po));
+    po.max_unused_percent = -1; /* the default unless --max-unused is given */
     optind = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "r:qvn", opts, NULL)) != -1) {
@@ -290,6 +291,7 @@ int cmd_prune(int argc, char **argv)
     cf_prune_opts po;
     int c;
     memset(&po, 0, sizeof(po));
+    po.max_unused_percent = -1; /* the default unless --max-unused is given */
     optind = 0;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "r:qvn", opts, NULL)) != -1) {

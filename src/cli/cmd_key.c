@@ -162,6 +162,7 @@ int cmd_rewrite(int argc, char **argv)
     bool reenc = false;
     cf_prune_opts po;
     memset(&po, 0, sizeof(po));
+    po.max_unused_percent = -1; /* the default unless --max-unused is given */
     int c;
     optind = 0;
     opterr = 0;

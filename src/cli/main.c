@@ -35,6 +35,9 @@ static const char *usage_text =
     "  unlock [--remove-all]     remove stale and unreadable locks (or every lock)\n"
     "  key list|add|remove ID|passwd|rotate   manage key slots and data key generations\n"
     "  rewrite --reencrypt       re-seal all data under the current key generation\n"
+    "  pg backup|restore|check|list|dump|restore-dump   PostgreSQL backups and recovery\n"
+    "  wal-push PATH             PostgreSQL archive_command: store a WAL file\n"
+    "  wal-fetch NAME PATH       PostgreSQL restore_command: fetch a WAL file (1: absent)\n"
     "  version                   print the version\n"
     "\n"
     "global options:\n"
@@ -166,6 +169,7 @@ static const struct {
     {"cat", cmd_cat},         {"unlock", cmd_unlock},   {"version", cmd_version},
     {"forget", cmd_forget},   {"prune", cmd_prune},     {"key", cmd_key},
     {"rewrite", cmd_rewrite},
+    {"pg", cmd_pg},           {"wal-push", cmd_wal_push}, {"wal-fetch", cmd_wal_fetch},
 };
 
 int main(int argc, char **argv)

@@ -24,7 +24,8 @@ static char *group_of(const cf_snapshot *s, unsigned by)
         /* tags sorted so that the order they were given in does not matter */
         char **t = cf_calloc(s->ntags ? s->ntags : 1, sizeof(char *));
         if (t) {
-            memcpy(t, s->tags, s->ntags * sizeof(char *));
+            if (s->ntags)
+                memcpy(t, s->tags, s->ntags * sizeof(char *));
             for (size_t i = 1; i < s->ntags; i++)
                 for (size_t j = i; j > 0 && strcmp(t[j - 1], t[j]) > 0; j--) {
                     char *x = t[j];

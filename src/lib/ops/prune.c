@@ -73,6 +73,14 @@ static int mark_tree(pctx *c, const cf_id *id, int depth)
     return rc;
 }
 
+/* Is this the location lookups use for its blob? Another copy of a blob stored twice is
+ * waste, counted and reclaimed like an unused blob. */
+static bool is_canonical(cf_repo *r, const cf_index_entry *e)
+{
+    const cf_index_entry *g = cf_index__get(&r->index, &e->id);
+    return g && g->pack == e->pack && g->offset == e->offset;
+}
+
 static pack_info *pack_get(pctx *c, const cf_id *id, bool create)
 {
     /* linear probing would be faster; packs are few (16 MiB each) so a sorted search is
@@ -147,7 +155,7 @@ static int cmp_unused(const void *a, const void *b)
 }
 
 /* Copy the used blobs of pack p into new packs through the normal write path. */
-static int repack(pctx *c, pack_info *p)
+static int repack(pctx *c, pack_info *p, uint32_t pack_no)
 {
     char path[80];
     uint8_t *data = NULL;
@@ -162,6 +170,10 @@ static int repack(pctx *c, pack_info *p)
         rc = cf_pack__read_header(&es, &n, c->r, data, len, path);
     for (size_t i = 0; i < n && rc == 0; i++) {
         if (!cf_idset_has(&c->used, &es[i].id))
+            continue;
+        /* a copy whose canonical location is elsewhere stays there */
+        const cf_index_entry *g = cf_index__get(&c->r->index, &es[i].id);
+        if (!g || g->pack != pack_no || g->offset != es[i].offset)
             continue;
         cf_buf_reset(&b);
         if ((rc = cf_pack__open_blob(&b, c->r, data, &es[i], data + es[i].offset, path)))
@@ -207,10 +219,20 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
     cf_buf_init(&plain, 0);
     if (cf_repo__require_admin(r, "prune"))
         return CF_EPERM;
-    double max_unused = o->max_unused_percent > 0 ? o->max_unused_percent : 5.0;
+    double max_unused = o->max_unused_percent >= 0 ? o->max_unused_percent : 5.0;
     int rc = lock ? cf_repo_lock(r, CF_LOCK_EXCLUSIVE) : 0;
     if (rc)
         goto out;
+    /* under the exclusive lock no writer runs: temporary files are leftovers of killed ones */
+    if (!o->dry_run) {
+        uint64_t nt = 0, bt = 0;
+        if ((rc = cf_storage_purge_tmp(r->st, &nt, &bt)))
+            goto out;
+        if (nt)
+            msg(&c, "removed %llu temporary files (%.1f MiB) left by interrupted writers",
+                (unsigned long long)nt, (double)bt / 1048576.0);
+        c.st.bytes_freed += bt;
+    }
     if (cf_repo_warning_count(r)) {
         rc = cf_error_set(CF_ECORRUPT, 0, "prune refused: the repository has problems (%s)",
                           cf_repo_warning(r, 0));
@@ -247,7 +269,7 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
         }
         p->indexed = true;
         c.st.blobs++;
-        if (cf_idset_has(&c.used, &e->id)) {
+        if (cf_idset_has(&c.used, &e->id) && is_canonical(r, e)) {
             p->used++;
             p->used_bytes += e->length;
             c.st.blobs_used++;
@@ -320,7 +342,17 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
             if (!c.packs[i].remove && !c.packs[i].repack && c.packs[i].unused)
                 cand[nc++] = &c.packs[i];
         qsort(cand, nc, sizeof(*cand), cmp_unused);
-        uint64_t remaining = total - c.st.bytes_freed;
+        /* what the repository will hold: packs that stay, less the waste of packs already
+         * chosen for repacking; updated as candidates are chosen */
+        uint64_t remaining = 0;
+        for (size_t i = 0; i < c.npacks; i++) {
+            const pack_info *p = &c.packs[i];
+            if (p->remove || !p->present)
+                continue;
+            remaining += p->size;
+            if (p->repack)
+                remaining -= p->unused_bytes < p->size ? p->unused_bytes : p->size;
+        }
         uint64_t repack_bytes = 0;
         for (size_t i = 0; i < nc; i++) {
             double share = remaining ? 100.0 * (double)unused / (double)remaining : 0;
@@ -331,6 +363,7 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
             cand[i]->repack = true;
             repack_bytes += cand[i]->size;
             unused -= cand[i]->unused_bytes;
+            remaining -= cand[i]->unused_bytes < remaining ? cand[i]->unused_bytes : remaining;
             c.st.bytes_freed += cand[i]->unused_bytes;
             c.st.bytes_repacked += cand[i]->used_bytes;
         }
@@ -343,48 +376,55 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
         if (c.packs[i].repack)
             c.st.packs_repacked++;
     }
-    c.st.blobs_removed = c.st.blobs - c.st.blobs_used;
+    for (size_t i = 0; i < c.npacks; i++)
+        if (c.packs[i].remove || c.packs[i].repack)
+            c.st.blobs_removed += c.packs[i].unused;
     msg(&c, "%llu packs: %llu to delete (%llu never indexed), %llu to repack; %.1f MiB to free",
         (unsigned long long)c.st.packs, (unsigned long long)c.st.packs_deleted,
         (unsigned long long)c.st.packs_unindexed, (unsigned long long)c.st.packs_repacked,
         (double)c.st.bytes_freed / 1048576.0);
     if (o->dry_run)
         goto out;
-    if (c.st.packs_deleted == 0 && c.st.packs_repacked == 0 && c.st.blobs_removed == 0 &&
-        c.nindex <= 1 && !o->reencrypt)
+    bool index_gone = false; /* index entries of packs missing from storage */
+    for (size_t i = 0; i < c.npacks; i++)
+        index_gone |= c.packs[i].remove && c.packs[i].indexed;
+    if (c.st.packs_deleted == 0 && c.st.packs_repacked == 0 && !index_gone && c.nindex <= 1 &&
+        !o->reencrypt)
         goto out; /* nothing to do */
 
     /* 4. repack: used blobs of chosen packs go into new packs */
-    for (size_t i = 0; i < c.npacks && rc == 0; i++)
-        if (c.packs[i].repack)
-            rc = repack(&c, &c.packs[i]);
+    for (size_t i = 0; i < c.npacks && rc == 0; i++) {
+        if (!c.packs[i].repack)
+            continue;
+        uint32_t no = 0;
+        if ((rc = cf_index__pack_no(&r->index, &c.packs[i].id, &no)) == 0)
+            rc = repack(&c, &c.packs[i], no);
+    }
     if (rc)
         goto out;
     if ((rc = cf_repo__flush(r))) /* writes new packs and an index for them */
         goto out;
 
-    /* 5. one index for every pack that stays: the used blobs only */
+    /* 5. one index for every pack that stays, listing everything in them (unused blobs and
+     * extra copies too, so a later prune still accounts for them) */
     {
-        cf_index keep;
-        cf_index__init(&keep);
-        size_t npos2 = cf_index__positions(&r->index);
-        for (size_t i = 0; i < npos2 && rc == 0; i++) {
+        size_t npos2 = cf_index__positions(&r->index), n = 0;
+        cf_index_entry *list = cf_malloc((npos2 ? npos2 : 1) * sizeof(*list));
+        if (!list) {
+            rc = CF_ENOMEM;
+            goto out;
+        }
+        for (size_t i = 0; i < npos2; i++) {
             cf_index_entry e;
-            if (!cf_index__at(&r->index, i, &e) || e.pack >= r->index.npacks ||
-                !cf_idset_has(&c.used, &e.id))
+            if (!cf_index__at(&r->index, i, &e) || e.pack >= r->index.npacks)
                 continue;
             pack_info *p = pack_get(&c, &r->index.packs[e.pack], false);
             if (p && (p->remove || p->repack))
                 continue;
-            uint32_t no;
-            if ((rc = cf_index__pack_no(&keep, &r->index.packs[e.pack], &no)))
-                break;
-            e.pack = no;
-            rc = cf_index__add(&keep, &e);
+            list[n++] = e;
         }
-        if (rc == 0)
-            rc = cf_index__encode(&plain, &keep, NULL, 0);
-        cf_index__free(&keep);
+        rc = cf_index__encode_list(&plain, &r->index, list, n);
+        free(list);
         if (rc)
             goto out;
         char name[65];

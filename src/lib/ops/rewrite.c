@@ -54,7 +54,7 @@ int cf_rewrite_reencrypt(cf_repo *r, const cf_credential *cred, const cf_prune_o
 {
     cf_rewrite_stats st;
     memset(&st, 0, sizeof(st));
-    cf_prune_opts po = opts ? *opts : (cf_prune_opts){0};
+    cf_prune_opts po = opts ? *opts : (cf_prune_opts){.max_unused_percent = -1};
     if (cf_repo__require_admin(r, "rewrite"))
         return CF_EPERM;
     po.reencrypt = true;

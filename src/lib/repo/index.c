@@ -49,10 +49,20 @@ static void unpack(cf_index_entry *e, const cf_ix_packed *p)
     e->used = 1;
 }
 
-static int cmp_packed(const void *a, const void *b)
+/* Order: id, then location, so the copies of a blob stored twice sit together in a fixed
+ * order and the first one is the one lookups return. */
+static inline int cmp_loc(const cf_ix_packed *x, const cf_ix_packed *y)
 {
-    return memcmp(((const cf_ix_packed *)a)->id, ((const cf_ix_packed *)b)->id, CF_ID_LEN);
+    int c = memcmp(x->id, y->id, CF_ID_LEN);
+    if (c)
+        return c;
+    uint32_t px = x->pack_tc & CF_IX_PACK_MASK, py = y->pack_tc & CF_IX_PACK_MASK;
+    if (px != py)
+        return px < py ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
 }
+
+static int cmp_packed(const void *a, const void *b) { return cmp_loc(a, b); }
 
 /* Sort base by id in place: distribute by the first two bytes (American flag sort: one
  * counting pass, then cycles of swaps), then sort each of the 65536 buckets, which hold about
@@ -95,7 +105,7 @@ static void radix_sort(cf_ix_packed *v, size_t n, uint32_t *dir)
         for (size_t i = lo + 1; i < hi; i++) {
             cf_ix_packed x = v[i];
             size_t j = i;
-            while (j > lo && memcmp(v[j - 1].id, x.id, CF_ID_LEN) > 0) {
+            while (j > lo && cmp_loc(&v[j - 1], &x) > 0) {
                 v[j] = v[j - 1];
                 j--;
             }
@@ -114,14 +124,12 @@ int cf_index__seal(cf_index *ix)
         return cf_error_set(CF_ENOMEM, 0, "index of %zu entries is too large", ix->nbase);
     radix_sort(ix->base, ix->nbase, ix->dir);
     /* keep the first of equal ids: qsort is not stable, so prefer live entries, then any */
+    /* the same record loaded twice (from two index files) is kept once; two different
+     * locations of one blob are both kept, so that prune can account for the extra copy */
     size_t k = 0;
     for (size_t i = 0; i < ix->nbase; i++) {
-        if (k > 0 && memcmp(ix->base[k - 1].id, ix->base[i].id, CF_ID_LEN) == 0) {
-            if ((ix->base[k - 1].pack_tc & CF_IX_PACK_MASK) == CF_IX_DELETED &&
-                (ix->base[i].pack_tc & CF_IX_PACK_MASK) != CF_IX_DELETED)
-                ix->base[k - 1] = ix->base[i];
+        if (k > 0 && cmp_loc(&ix->base[k - 1], &ix->base[i]) == 0)
             continue;
-        }
         ix->base[k++] = ix->base[i];
     }
     ix->nbase = k;
@@ -159,17 +167,17 @@ static cf_ix_packed *base_find(cf_index *ix, const cf_id *id)
         return NULL;
     uint32_t b = bucket_of(id->b);
     size_t lo = ix->dir[b], hi = ix->dir[b + 1];
+    /* the first record with this id that is not removed */
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = memcmp(ix->base[mid].id, id->b, CF_ID_LEN);
-        if (c == 0)
-            return (ix->base[mid].pack_tc & CF_IX_PACK_MASK) == CF_IX_DELETED ? NULL
-                                                                               : &ix->base[mid];
-        if (c < 0)
+        if (memcmp(ix->base[mid].id, id->b, CF_ID_LEN) < 0)
             lo = mid + 1;
         else
             hi = mid;
     }
+    for (size_t i = lo; i < ix->nsorted && memcmp(ix->base[i].id, id->b, CF_ID_LEN) == 0; i++)
+        if ((ix->base[i].pack_tc & CF_IX_PACK_MASK) != CF_IX_DELETED)
+            return &ix->base[i];
     return NULL;
 }
 
@@ -326,11 +334,6 @@ bool cf_index__at(cf_index *ix, size_t pos, cf_index_entry *out)
     if (pos < ix->nbase) {
         if ((ix->base[pos].pack_tc & CF_IX_PACK_MASK) == CF_IX_DELETED)
             return false;
-        /* an id in both halves is reported once, from the overlay */
-        cf_id id;
-        memcpy(id.b, ix->base[pos].id, CF_ID_LEN);
-        if (overlay_find(ix, &id))
-            return false;
         unpack(out, &ix->base[pos]);
         return true;
     }
@@ -483,6 +486,54 @@ int cf_index__encode(cf_buf *out, cf_index *ix, const cf_id *only_packs, size_t 
 out:
     free(table);
     free(list);
+    free(remap);
+    return rc;
+}
+
+int cf_index__encode_list(cf_buf *out, const cf_index *ix, cf_index_entry *list, size_t n)
+{
+    int rc = 0;
+    uint32_t *remap = cf_calloc(ix->npacks ? ix->npacks : 1, sizeof(*remap));
+    cf_id *table = NULL;
+    if (!remap)
+        return CF_ENOMEM;
+    uint32_t npk = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (list[i].pack >= ix->npacks) {
+            rc = cf_error_set(CF_EINVAL, 0, "index entry names pack %u of %zu", list[i].pack,
+                              ix->npacks);
+            goto out;
+        }
+        if (!remap[list[i].pack])
+            remap[list[i].pack] = ++npk;
+    }
+    qsort(list, n, sizeof(*list), cmp_entry);
+    table = cf_calloc(npk ? npk : 1, sizeof(cf_id));
+    if (!table || (rc = cf_buf_reserve(out, 16 + (size_t)npk * 32 + n * IX_ENTRY_SIZE))) {
+        rc = rc ? rc : CF_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < ix->npacks; i++)
+        if (remap[i])
+            table[remap[i] - 1] = ix->packs[i];
+    cf_buf_append(out, IX_MAGIC, 4);
+    cf_buf_put_u8(out, 1);
+    cf_buf_append(out, "\0\0\0", 3);
+    cf_buf_put_u32(out, npk);
+    cf_buf_put_u32(out, (uint32_t)n);
+    cf_buf_append(out, table, (size_t)npk * 32);
+    for (size_t i = 0; i < n; i++) {
+        const cf_index_entry *e = &list[i];
+        cf_buf_append(out, e->id.b, 32);
+        cf_buf_put_u32(out, remap[e->pack] - 1);
+        cf_buf_put_u32(out, e->offset);
+        cf_buf_put_u32(out, e->length);
+        cf_buf_put_u32(out, e->raw_len);
+        cf_buf_put_u8(out, e->type);
+        cf_buf_put_u8(out, e->comp);
+    }
+out:
+    free(table);
     free(remap);
     return rc;
 }

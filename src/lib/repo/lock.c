@@ -176,6 +176,13 @@ int cf_repo_lock(cf_repo *r, cf_lock_mode mode)
     if (rc) {
         cf_storage_remove(r->st, r->lock_name);
         r->lock_name[0] = '\0';
+        return rc;
+    }
+    /* the repository may have changed between open and lock (a backup finished, a prune
+     * rewrote the index): work from what is there now */
+    if ((rc = cf_repo__refresh_index(r))) {
+        cf_storage_remove(r->st, r->lock_name);
+        r->lock_name[0] = '\0';
     }
     return rc;
 }

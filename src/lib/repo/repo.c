@@ -101,7 +101,26 @@ typedef struct {
     cf_buf b;
     int rc;
     uint64_t count;
+    bool only_new; /* skip files already loaded */
 } load_ctx;
+
+static bool index_known(const cf_repo *r, const char *base)
+{
+    for (size_t i = 0; i < r->nindex_names; i++)
+        if (strcmp(r->index_names[i], base) == 0)
+            return true;
+    return false;
+}
+
+static int remember_index(cf_repo *r, const char *base)
+{
+    char (*p)[65] = realloc(r->index_names, (r->nindex_names + 1) * sizeof(*p));
+    if (!p)
+        return cf_error_set(CF_ENOMEM, 0, "out of memory");
+    r->index_names = p;
+    snprintf(p[r->nindex_names++], 65, "%s", base);
+    return 0;
+}
 
 static int load_one(const char *name, uint64_t size, void *payload)
 {
@@ -111,6 +130,10 @@ static int load_one(const char *name, uint64_t size, void *payload)
     base = base ? base + 1 : name;
     if (strlen(base) != 64)
         return 0;
+    if (c->only_new && index_known(c->r, base))
+        return 0;
+    if (remember_index(c->r, base))
+        return CF_ENOMEM;
     cf_buf_reset(&c->b);
     int rc = cf_repo__get_object(&c->b, c->r, "index", CF_OBJ_INDEX, base);
     if (rc == 0)
@@ -139,9 +162,69 @@ void cf_repo__note_unknown_generation(cf_repo *r, uint32_t gen)
     pthread_mutex_unlock(&r->mu);
 }
 
+typedef struct {
+    cf_repo *r;
+    size_t seen;      /* listed names that were loaded before */
+    bool added;       /* a name not loaded before */
+} scan_ctx;
+
+static int scan_one(const char *name, uint64_t size, void *payload)
+{
+    (void)size;
+    scan_ctx *c = payload;
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    if (strlen(base) != 64)
+        return 0;
+    if (index_known(c->r, base))
+        c->seen++;
+    else
+        c->added = true;
+    return 0;
+}
+
+int cf_repo__refresh_index(cf_repo *r)
+{
+    scan_ctx sc = {r, 0, false};
+    int rc = cf_storage_list(r->st, "index/", scan_one, &sc);
+    if (rc)
+        return rc;
+    if (sc.seen == r->nindex_names && !sc.added)
+        return 0; /* unchanged since it was loaded */
+    pthread_mutex_lock(&r->mu);
+    if (sc.seen == r->nindex_names) {
+        /* only additions (another backup finished): load the new files */
+        load_ctx c = {r, {0}, 0, 0, true};
+        cf_buf_init(&c.b, 0);
+        rc = cf_storage_list(r->st, "index/", load_one, &c);
+        cf_buf_free(&c.b);
+    } else {
+        /* files went away (a prune rewrote the index): start again from storage, keeping
+         * nothing this handle has not stored */
+        cf_index__drop_pending(&r->index);
+        cf_index__free(&r->index);
+        cf_index__init(&r->index);
+        r->nindex_names = 0;
+        free(r->salts);
+        r->salts = NULL;
+        r->nsalts = 0;
+        for (size_t i = 0; i < r->nwarnings; i++)
+            free(r->warnings[i]);
+        r->nwarnings = 0;
+        load_ctx c = {r, {0}, 0, 0, false};
+        cf_buf_init(&c.b, 0);
+        rc = cf_storage_list(r->st, "index/", load_one, &c);
+        cf_buf_free(&c.b);
+    }
+    if (rc == 0)
+        rc = cf_index__seal(&r->index);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
 int cf_repo__load_index(cf_repo *r)
 {
-    load_ctx c = {r, {0}, 0, 0};
+    load_ctx c = {r, {0}, 0, 0, false};
     cf_buf_init(&c.b, 0);
     int rc = cf_storage_list(r->st, "index/", load_one, &c);
     cf_buf_free(&c.b);
@@ -235,6 +318,7 @@ void cf_repo_close(cf_repo *r)
         cf_pack__writer_free(&r->packs[i]);
     free(r->new_packs);
     free(r->written_indexes);
+    free(r->index_names);
     free(r->salts);
     for (size_t i = 0; i < r->nwarnings; i++)
         free(r->warnings[i]);

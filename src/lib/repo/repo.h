@@ -139,6 +139,9 @@ bool cf_index__has_pack(const cf_index *ix, const cf_id *pack);
 /* Serialise entries (all, or only those whose pack is in packs[] when filter) as an index
  * file plaintext. */
 int cf_index__encode(cf_buf *out, cf_index *ix, const cf_id *only_packs, size_t n_only);
+/* Serialise exactly these entries (pack numbers of ix) as an index file plaintext. Sorts
+ * list. */
+int cf_index__encode_list(cf_buf *out, const cf_index *ix, cf_index_entry *list, size_t n);
 /* Parse an index file plaintext into ix. */
 int cf_index__decode(cf_index *ix, const uint8_t *data, size_t len, const char *name);
 
@@ -259,6 +262,7 @@ struct cf_repo {
     uint64_t bytes_written;  /* pack and index bytes stored by this handle */
     uint64_t blobs_claimed;  /* new blobs accepted by this handle */
     char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */
+    char (*index_names)[65]; size_t nindex_names; /* index files loaded (or found damaged) */
     double last_checkpoint;  /* when an index checkpoint was last written */
     char spool[4096];        /* where packs are built ("" : in memory) */
     uint8_t (*salts)[CF_PACK_PREFIX + 1]; size_t nsalts; /* pack prefixes by pack number;
@@ -308,6 +312,10 @@ int cf_repo__remove_flushed_indexes(cf_repo *r, const char *keep, uint64_t *coun
 /* During a long backup: write an index for the packs finished so far when enough have
  * accumulated, so an interrupted backup's data is reused by the next one. */
 int cf_repo__maybe_checkpoint(cf_repo *r);
+/* After taking a lock: bring the index up to date with storage (files another process added
+ * are loaded; if any went away, the index is reloaded). Other processes may have changed the
+ * repository between open and lock. */
+int cf_repo__refresh_index(cf_repo *r);
 /* Load all index files into r->index (damaged ones are warnings). */
 int cf_repo__load_index(cf_repo *r);
 /* Trees. */

@@ -4,7 +4,9 @@
  * reading the "postgres" fields of base backup snapshots back.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +16,183 @@
 
 #include "source/postgres/pg.h"
 
+/* ------------------------------------------------------------------ the tar relay */
+
+/*
+ * pg_basebackup's tar stream passes through a thread on its way to cf_backup, which picks
+ * out backup_label (start point, timeline) at the start and backup_manifest (its WAL range:
+ * the stop point) at the end, and sees whether the archive ended properly.
+ */
+#define MTAIL_MAX (64 * 1024)
+
+typedef struct {
+    int in_fd, out_fd;
+    pthread_t th;
+    bool started;
+    uint8_t hdr[512];
+    size_t hlen;
+    uint64_t left, pad;
+    int capture; /* 1 backup_label, 2 backup_manifest */
+    char label[8192];
+    size_t label_len;
+    char *mtail;
+    size_t mtail_len;
+    bool have_manifest;
+    int zero_blocks;
+    uint64_t bytes;
+    int err; /* errno of a failed read or write */
+} relay;
+
+static uint64_t tar_size(const uint8_t *h)
+{
+    uint64_t v = 0;
+    if (h[124] & 0x80) { /* base-256 */
+        for (int i = 125; i < 136; i++)
+            v = v << 8 | h[i];
+        return v;
+    }
+    for (int i = 124; i < 136; i++) {
+        if (h[i] >= '0' && h[i] <= '7')
+            v = v * 8 + (uint64_t)(h[i] - '0');
+        else if (h[i] != ' ' || v)
+            break;
+    }
+    return v;
+}
+
+static void relay_header(relay *r)
+{
+    bool zero = true;
+    for (int i = 0; i < 512 && zero; i++)
+        zero = r->hdr[i] == 0;
+    r->capture = 0;
+    if (zero) {
+        r->zero_blocks++;
+        r->left = r->pad = 0;
+        return;
+    }
+    r->zero_blocks = 0;
+    char name[101];
+    memcpy(name, r->hdr, 100);
+    name[100] = '\0';
+    uint64_t size = tar_size(r->hdr);
+    char type = (char)r->hdr[156];
+    bool file = type == '0' || type == '\0';
+    if (file && r->hdr[345] == '\0' && strcmp(name, "backup_label") == 0) {
+        r->capture = 1;
+        r->label_len = 0;
+    } else if (file && r->hdr[345] == '\0' && strcmp(name, "backup_manifest") == 0) {
+        r->capture = 2;
+        r->mtail_len = 0;
+        r->have_manifest = true;
+    }
+    r->left = size;
+    r->pad = (512 - size % 512) % 512;
+}
+
+static void relay_data(relay *r, const uint8_t *p, size_t n)
+{
+    if (r->capture == 1) {
+        size_t room = sizeof(r->label) - 1 - r->label_len;
+        size_t k = n < room ? n : room;
+        memcpy(r->label + r->label_len, p, k);
+        r->label_len += k;
+        r->label[r->label_len] = '\0';
+    } else if (r->capture == 2 && r->mtail) {
+        if (n >= MTAIL_MAX) {
+            memcpy(r->mtail, p + n - MTAIL_MAX, MTAIL_MAX);
+            r->mtail_len = MTAIL_MAX;
+        } else {
+            if (r->mtail_len + n > MTAIL_MAX) {
+                size_t drop = r->mtail_len + n - MTAIL_MAX;
+                memmove(r->mtail, r->mtail + drop, r->mtail_len - drop);
+                r->mtail_len -= drop;
+            }
+            memcpy(r->mtail + r->mtail_len, p, n);
+            r->mtail_len += n;
+        }
+        r->mtail[r->mtail_len] = '\0';
+    }
+}
+
+static void relay_parse(relay *r, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (r->left > 0) {
+            size_t k = (uint64_t)n < r->left ? n : (size_t)r->left;
+            relay_data(r, p, k);
+            r->left -= k;
+            p += k;
+            n -= k;
+        } else if (r->pad > 0) {
+            size_t k = (uint64_t)n < r->pad ? n : (size_t)r->pad;
+            r->pad -= k;
+            p += k;
+            n -= k;
+        } else {
+            size_t k = 512 - r->hlen < n ? 512 - r->hlen : n;
+            memcpy(r->hdr + r->hlen, p, k);
+            r->hlen += k;
+            p += k;
+            n -= k;
+            if (r->hlen == 512) {
+                r->hlen = 0;
+                relay_header(r);
+            }
+        }
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    relay *r = arg;
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, NULL); /* a failed write is an EPIPE, not a signal */
+    size_t cap = 256 * 1024;
+    uint8_t *buf = malloc(cap);
+    if (!buf) {
+        r->err = ENOMEM;
+        goto out;
+    }
+    for (;;) {
+        ssize_t n = read(r->in_fd, buf, cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            r->err = errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        relay_parse(r, buf, (size_t)n);
+        r->bytes += (uint64_t)n;
+        size_t done = 0;
+        while (done < (size_t)n) {
+            ssize_t w = write(r->out_fd, buf + done, (size_t)n - done);
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w < 0) {
+                r->err = errno;
+                goto out;
+            }
+            done += (size_t)w;
+        }
+    }
+out:
+    free(buf);
+    close(r->out_fd);
+    r->out_fd = -1;
+    return NULL;
+}
+
 typedef struct {
     const cf_pg_backup_opts *o;
     cf_repo *repo;
     cf_pg__target t;
     cf_pg__proc proc;
+    relay rl;
     bool spawned, waited;
     uint32_t server_version, segsize;
     uint64_t sysid;
@@ -187,20 +361,76 @@ out:
 
 /* ------------------------------------------------------------------ the finish hook */
 
-static int parse_points(bb_ctx *c)
+/* Start point and timeline from backup_label, stop point from the manifest's WAL range. */
+static int parse_points(bb_ctx *c, bool *have_stop)
 {
-    const char *err = c->proc.errall ? c->proc.errall : "";
-    const char *s = strstr(err, "write-ahead log start point: ");
-    const char *e = strstr(err, "write-ahead log end point: ");
-    char a[32], b[32];
+    relay *r = &c->rl;
+    const char *l = r->label;
+    const char *sw = strstr(l, "START WAL LOCATION: ");
+    const char *tl = strstr(l, "START TIMELINE: ");
+    const char *from = strstr(l, "BACKUP FROM: ");
+    char lsn[32], file[32];
     unsigned tli = 0;
-    if (!s || !e || sscanf(s + 29, "%31s on timeline %u", a, &tli) != 2 ||
-        sscanf(e + 27, "%31s", b) != 1 || cf_pg_lsn_parse(&c->info.start_lsn, a) ||
-        cf_pg_lsn_parse(&c->info.stop_lsn, b) || tli == 0)
-        return cf_error_set(CF_EGENERIC, 0, "pg_basebackup did not report the backup's start "
-                                            "and end points");
-    c->info.timeline = tli;
+    *have_stop = false;
+    if (!sw || sscanf(sw + 20, "%31s (file %24[0-9A-F])", lsn, file) != 2 ||
+        cf_pg_lsn_parse(&c->info.start_lsn, lsn) || strlen(file) != 24)
+        return cf_error_set(CF_EGENERIC, 0, "pg_basebackup's stream has no valid backup_label");
+    if (tl && sscanf(tl + 16, "%u", &tli) == 1 && tli > 0)
+        c->info.timeline = tli;
+    else if (sscanf(file, "%8X", &tli) == 1 && tli > 0)
+        c->info.timeline = tli;
+    else
+        return cf_error_set(CF_EGENERIC, 0, "backup_label names no timeline");
+    snprintf(c->info.start_wal, sizeof(c->info.start_wal), "%.24s", file);
+    c->info.from_standby = from && strncmp(from + 13, "standby", 7) == 0;
+    const char *ranges = r->mtail ? strstr(r->mtail, "\"WAL-Ranges\"") : NULL;
+    if (ranges) {
+        const char *last = NULL;
+        for (const char *p = ranges; (p = strstr(p, "\"End-LSN\"")); p++)
+            last = p;
+        const char *q = last ? strchr(last + 9, '"') : NULL;
+        if (q && sscanf(q + 1, "%31[0-9A-Fa-f/]", lsn) == 1 &&
+            cf_pg_lsn_parse(&c->info.stop_lsn, lsn) == 0)
+            *have_stop = true;
+    }
+    cf_error_clear();
     return 0;
+}
+
+/* Without a manifest (before PostgreSQL 13): the stop point from the backup history file. */
+static int stop_from_history(bb_ctx *c, const char *history)
+{
+    const cf_pg_backup_opts *o = c->o;
+    char full[256];
+    int rc = cf_pg__archive_name(full, o->cluster, history);
+    if (rc)
+        return rc;
+    double timeout = o->archive_timeout > 0 ? o->archive_timeout : 60;
+    double t0 = cf_mono_seconds();
+    uint8_t *data = NULL;
+    size_t len = 0;
+    while ((rc = cf_archive_get(c->repo, CF_PG_ARCHIVE_KIND, full, &data, &len)) == CF_ENOTFOUND &&
+           cf_mono_seconds() - t0 < timeout)
+        cf_pg__sleep(0.25);
+    if (rc) {
+        rc = cf_error_wrap(rc, "unable to learn the backup's stop point from '%s'", history);
+        cf_error_hint("is archive_command = 'coffer wal-push %%p' set to this repository?");
+        return rc;
+    }
+    char *text = cf_malloc(len + 1);
+    if (!text) {
+        free(data);
+        return CF_ENOMEM;
+    }
+    memcpy(text, data, len);
+    text[len] = '\0';
+    free(data);
+    const char *sp = strstr(text, "STOP WAL LOCATION: ");
+    char lsn[32];
+    if (!sp || sscanf(sp + 19, "%31s", lsn) != 1 || cf_pg_lsn_parse(&c->info.stop_lsn, lsn))
+        rc = cf_error_set(CF_EGENERIC, 0, "backup history file '%s' has no stop point", history);
+    free(text);
+    return rc;
 }
 
 static int bb_finish(char **out_json, void *payload)
@@ -208,11 +438,22 @@ static int bb_finish(char **out_json, void *payload)
     bb_ctx *c = payload;
     const cf_pg_backup_opts *o = c->o;
     int code = 0;
+    if (c->rl.started) {
+        pthread_join(c->rl.th, NULL);
+        c->rl.started = false;
+    }
     cf_pg__wait(&c->proc, &code);
     c->waited = true;
     if (code != 0)
         return cf_pg__proc_error(&c->proc, code);
-    int rc = parse_points(c);
+    if (c->rl.err)
+        return cf_error_set(CF_EIO, c->rl.err, "unable to pass on pg_basebackup's output: %s",
+                            strerror(c->rl.err));
+    if (c->rl.zero_blocks < 2 || c->rl.left || c->rl.hlen)
+        return cf_error_set(CF_EGENERIC, 0, "pg_basebackup's tar stream ended early (%llu bytes)",
+                            (unsigned long long)c->rl.bytes);
+    bool have_stop = false;
+    int rc = parse_points(c, &have_stop);
     if (rc)
         return rc;
     cf_pg_base_info *in = &c->info;
@@ -220,29 +461,45 @@ static int bb_finish(char **out_json, void *payload)
     in->wal_segment_size = ss;
     in->system_identifier = c->sysid;
     in->server_version = c->server_version;
-    in->from_standby = c->in_recovery;
     snprintf(in->label, sizeof(in->label), "%s", c->label);
     snprintf(in->cluster, sizeof(in->cluster), "%s", o->cluster ? o->cluster : "");
-    cf_pg__seg_name(in->start_wal, in->timeline, in->start_lsn / ss, ss);
+    char history[64] = "";
+    if (!in->from_standby)
+        snprintf(history, sizeof(history), "%s.%08X.backup", in->start_wal,
+                 (uint32_t)(in->start_lsn % ss));
+    if (!have_stop) {
+        if (!history[0])
+            return cf_error_set(CF_EUNSUPPORTED, 0, "the backup's stop point is unknown (no "
+                                                    "backup manifest from this standby)");
+        if ((rc = stop_from_history(c, history)))
+            return rc;
+    }
     uint64_t stopseg = in->stop_lsn / ss;
     if (in->stop_lsn % ss == 0 && stopseg > in->start_lsn / ss)
         stopseg--;
     cf_pg__seg_name(in->stop_wal, in->timeline, stopseg, ss);
-    char history[64] = "";
-    if (!c->in_recovery)
-        snprintf(history, sizeof(history), "%s.%08X.backup", in->start_wal,
-                 (uint32_t)(in->start_lsn % ss));
     if (!o->no_archive_check && (rc = wait_archived(c, history[0] ? history : NULL)))
         return rc;
     /* the first transaction id after the backup: recovery to an xid from here on works */
-    char *xid = NULL;
-    if (cf_pg__psql(&xid, &c->t,
+    /* and the server's clock now, after the stop point: recovery to a time (by that clock)
+     * can start from this backup when the time is later */
+    char *ans = NULL;
+    if (cf_pg__psql(&ans, &c->t,
                     c->server_version >= 130000
-                        ? "select pg_snapshot_xmax(pg_current_snapshot())"
-                        : "select txid_snapshot_xmax(txid_current_snapshot())") == 0)
-        in->next_xid = strtoull(xid, NULL, 10);
-    free(xid);
+                        ? "select pg_snapshot_xmax(pg_current_snapshot()), "
+                          "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
+                        : "select txid_snapshot_xmax(txid_current_snapshot()), "
+                          "(extract(epoch from clock_timestamp()) * 1000000)::bigint") == 0) {
+        char *bar = strchr(ans, '|');
+        in->next_xid = strtoull(ans, NULL, 10);
+        if (bar)
+            in->stop_time_ns = strtoll(bar + 1, NULL, 10) * 1000;
+    }
+    free(ans);
     cf_error_clear();
+    char stop_time[40] = "";
+    if (in->stop_time_ns > 0)
+        cf_time_format(stop_time, in->stop_time_ns);
     char start[20], stop[20], sysid[24], nxid[24];
     cf_pg_lsn_format(start, in->start_lsn);
     cf_pg_lsn_format(stop, in->stop_lsn);
@@ -257,6 +514,8 @@ static int bb_finish(char **out_json, void *payload)
                            in->from_standby);
     if (pg && history[0])
         json_object_set_new(pg, "backup_history", json_string(history));
+    if (pg && stop_time[0])
+        json_object_set_new(pg, "stop_time", json_string(stop_time));
     json_t *doc = pg ? json_pack("{s:o}", "postgres", pg) : NULL;
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
@@ -306,22 +565,34 @@ int cf_pg_backup(cf_repo *repo, const cf_pg_backup_opts *o, cf_pg_base_info *out
         (rc = cf_pg__argv_add(&a, o->spread_checkpoint ? "spread" : "fast")) ||
         (rc = cf_pg__argv_add(&a, "--verbose")) || (rc = cf_pg__argv_add(&a, "-l")) ||
         (rc = cf_pg__argv_add(&a, c.label)) || (rc = cf_pg__argv_add(&a, "-w")) ||
-        (rc = cf_pg__argv_conn(&a, &c.t, false)))
-        goto out;
-    if (c.t.dbname && ((rc = cf_pg__argv_add(&a, "-d")) ||
-                       (rc = cf_pg__argv_addf(&a, "dbname=%s", c.t.dbname))))
+        (rc = cf_pg__argv_conn(&a, &c.t, false))) /* a replication connection: no dbname */
         goto out;
     if ((rc = cf_pg__spawn(&c.proc, a.v, &c.t.os, CF_PG_FD_NULL, CF_PG_FD_PIPE, NULL, on_bb_line,
-                           CF_PG_MSG_DETAIL, (void *)o)))
+                           CF_PG_MSG_DETAIL, (void *)(uintptr_t)o)))
         goto out;
     c.spawned = true;
+    int rp[2];
+    if (pipe2(rp, O_CLOEXEC) != 0) {
+        rc = cf_error_set(CF_EIO, errno, "unable to create a pipe: %s", strerror(errno));
+        goto out;
+    }
+    c.rl.in_fd = c.proc.out_fd;
+    c.rl.out_fd = rp[1];
+    if (!(c.rl.mtail = cf_malloc(MTAIL_MAX + 1)) ||
+        pthread_create(&c.rl.th, NULL, relay_main, &c.rl) != 0) {
+        close(rp[0]);
+        close(rp[1]);
+        rc = c.rl.mtail ? cf_error_set(CF_EIO, 0, "unable to start a thread") : CF_ENOMEM;
+        goto out;
+    }
+    c.rl.started = true;
     cf_backup_opts bo;
     memset(&bo, 0, sizeof(bo));
     bo.type = o->type;
     bo.tags = o->tags;
     bo.host = o->host;
     bo.stdin_name = "base.tar";
-    bo.stdin_fd = c.proc.out_fd;
+    bo.stdin_fd = rp[0];
     bo.source_kind = CF_PG_SOURCE_BASE;
     bo.progress = o->progress;
     bo.payload = o->payload;
@@ -330,6 +601,7 @@ int cf_pg_backup(cf_repo *repo, const cf_pg_backup_opts *o, cf_pg_base_info *out
     bo.finish_payload = &c;
     char id[65];
     rc = cf_backup(repo, &bo, id, out_stats);
+    close(rp[0]); /* a relay still writing gets EPIPE and ends */
     if (rc == 0) {
         memcpy(c.info.snapshot_id, id, 65);
         if (out_info)
@@ -343,10 +615,13 @@ out:
             char msg[1024];
             snprintf(msg, sizeof(msg), "%s", cf_error_last()->message);
             cf_pg__kill(&c.proc);
+            if (c.rl.started)
+                pthread_join(c.rl.th, NULL);
             cf_error_set(saved, 0, "%s", msg);
         }
         cf_pg__proc_free(&c.proc);
     }
+    free(c.rl.mtail);
     cf_pg__argv_free(&a);
     cf_pg__target_free(&c.t);
     return rc;
@@ -383,6 +658,9 @@ int cf_pg__info_from_json(cf_pg_base_info *out, const char *doc_json)
     out->system_identifier = num_or_text(json_object_get(pg, "system_identifier"));
     out->server_version = (uint32_t)num_or_text(json_object_get(pg, "server_version"));
     out->next_xid = num_or_text(json_object_get(pg, "next_xid"));
+    if ((s = json_string_value(json_object_get(pg, "stop_time"))) &&
+        cf_time_parse(&out->stop_time_ns, s) != 0)
+        out->stop_time_ns = 0;
     out->from_standby = json_is_true(json_object_get(pg, "from_standby"));
     if (!cf_pg__valid_segsize(out->wal_segment_size))
         out->wal_segment_size = CF_PG_SEG_DEFAULT;

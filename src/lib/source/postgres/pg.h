@@ -15,6 +15,9 @@
 #include "coffer/postgres.h"
 #include "util/util.h"
 
+/* A string literal or const string as an execve() argument (never written to). */
+#define CF_PG_STR(s) ((char *)(uintptr_t)(s))
+
 /* ---- the OS user programs run as ---- */
 typedef struct {
     bool change;          /* switch to uid/gid in the child */

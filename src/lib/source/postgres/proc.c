@@ -86,10 +86,15 @@ static int read_pidfile(const char *pgdata, char **port, char **sockdir, char **
         return CF_ENOMEM;
     int rc = cf_pg__read_text(&text, path, 64 * 1024);
     if (rc) {
-        rc = cf_error_set(CF_ENOTFOUND, cf_error_last()->sys,
-                          "no server is running on data directory '%s' (no postmaster.pid)",
-                          pgdata);
-        cf_error_hint("start the server, or give --host and --port instead of --pgdata");
+        if (cf_error_last()->sys == ENOENT) {
+            rc = cf_error_set(CF_ENOTFOUND, ENOENT,
+                              "no server is running on data directory '%s' (no postmaster.pid)",
+                              pgdata);
+            cf_error_hint("start the server, or give --host and --port instead of --pgdata");
+        } else {
+            cf_error_hint("run as root or as the server's OS user, or give --host and --port "
+                          "instead of --pgdata");
+        }
         free(path);
         return rc;
     }

@@ -213,6 +213,13 @@ static int prepare_dir(const char *dir, const cf_pg__user *u)
 
 /* ------------------------------------------------------------------ choosing */
 
+/* When a base backup ended: by the server's clock (what recovery_target_time compares
+ * with), else by the snapshot's time. */
+static int64_t stop_time(const cf_pg_base_info *in)
+{
+    return in->stop_time_ns ? in->stop_time_ns : in->time_ns;
+}
+
 static int choose(cf_snapshot **out_snap, cf_pg_base_info *out_info, cf_repo *repo,
                   const cf_pg_restore_opts *o, int64_t t_ns, uint64_t lsn, uint64_t xid)
 {
@@ -230,8 +237,8 @@ static int choose(cf_snapshot **out_snap, cf_pg_base_info *out_info, cf_repo *re
             return rc;
         }
         const char *why = NULL;
-        if (o->target == CF_PG_TARGET_TIME && out_info->time_ns > t_ns)
-            why = "its snapshot was taken after the target time";
+        if (o->target == CF_PG_TARGET_TIME && stop_time(out_info) > t_ns)
+            why = "it ends after the target time";
         else if (o->target == CF_PG_TARGET_LSN && out_info->stop_lsn > lsn)
             why = "it ends after the target LSN";
         if (why) {
@@ -256,7 +263,7 @@ static int choose(cf_snapshot **out_snap, cf_pg_base_info *out_info, cf_repo *re
     for (size_t i = 0; i < n; i++) {
         bool ok;
         switch (o->target) {
-        case CF_PG_TARGET_TIME: ok = infos[i].time_ns <= t_ns; break;
+        case CF_PG_TARGET_TIME: ok = stop_time(&infos[i]) <= t_ns; break;
         case CF_PG_TARGET_LSN: ok = infos[i].stop_lsn <= lsn; break;
         case CF_PG_TARGET_XID: ok = infos[i].next_xid != 0 && infos[i].next_xid <= xid; break;
         default: ok = true; break;
@@ -296,8 +303,8 @@ static int extract(cf_repo *repo, const cf_snapshot *snap, const char *dir,
         snprintf(tar, sizeof(tar), "/bin/tar");
     else
         return cf_error_set(CF_ENOTFOUND, 0, "tar not found (/usr/bin/tar, /bin/tar)");
-    char *const argv[] = {tar, (char *)"-x", (char *)"-p", (char *)"--no-same-owner",
-                          (char *)"-f", (char *)"-", (char *)"-C", (char *)dir, NULL};
+    char *const argv[] = {tar, CF_PG_STR("-x"), CF_PG_STR("-p"), CF_PG_STR("--no-same-owner"),
+                          CF_PG_STR("-f"), CF_PG_STR("-"), CF_PG_STR("-C"), CF_PG_STR(dir), NULL};
     cf_pg__proc p;
     int rc = cf_pg__spawn(&p, argv, u, CF_PG_FD_PIPE, CF_PG_FD_NULL, NULL, NULL, 0, NULL);
     if (rc)
@@ -443,7 +450,7 @@ static int verify_restore_command(const char *dir, const char *cmd, const cf_pg_
         rc = CF_ENOMEM;
         goto out;
     }
-    char *const argv[] = {(char *)"/bin/sh", (char *)"-c", line, NULL};
+    char *const argv[] = {CF_PG_STR("/bin/sh"), CF_PG_STR("-c"), line, NULL};
     cf_pg__proc p;
     if ((rc = cf_pg__spawn(&p, argv, u, CF_PG_FD_NULL, CF_PG_FD_NULL, env, NULL, 0, NULL)))
         goto out;
@@ -485,7 +492,7 @@ static void log_tail(char *out, size_t len, const char *log)
     }
     /* the last FATAL/PANIC line if any, else the last line */
     const char *best = NULL;
-    for (const char *p = text; (p = strstr(p, "FATAL:")) || false; p++)
+    for (const char *p = text; (p = strstr(p, "FATAL:")); p++)
         best = p;
     if (!best)
         for (const char *p = text; (p = strstr(p, "PANIC:")); p++)
@@ -515,7 +522,8 @@ static int start_and_wait(const char *dir, const cf_pg_restore_opts *o, const cf
 {
     char ver[16] = "", bin[PATH_MAX], tail[1024];
     char *vpath = cf_asprintf("%s/PG_VERSION", dir), *vtext = NULL;
-    char *log = o->log_file ? cf_pg__abspath(o->log_file) : cf_asprintf("%s/coffer-restore.log", dir);
+    char *log = o->log_file ? cf_pg__abspath(o->log_file)
+                            : cf_asprintf("%s/coffer-restore.log", dir);
     char **env = cf_pg__env_for(u);
     cf_pg__target t;
     cf_pg__proc p;
@@ -535,10 +543,10 @@ static int start_and_wait(const char *dir, const cf_pg_restore_opts *o, const cf
         goto out;
     double timeout = o->wait_timeout > 0 ? o->wait_timeout : 600;
     snprintf(tmo, sizeof(tmo), "%.0f", timeout);
-    char *const argv[] = {bin, (char *)"-D", (char *)dir, (char *)"-l", log, (char *)"-w",
-                          (char *)"-t", tmo, (char *)"start", NULL};
-    cf_pg__msg(o->on_message, o->payload, CF_PG_MSG_INFO, "starting PostgreSQL %s on '%s' (log: %s)",
-               ver, dir, log);
+    char *const argv[] = {bin, CF_PG_STR("-D"), CF_PG_STR(dir), CF_PG_STR("-l"), log,
+                          CF_PG_STR("-w"), CF_PG_STR("-t"), tmo, CF_PG_STR("start"), NULL};
+    cf_pg__msg(o->on_message, o->payload, CF_PG_MSG_INFO,
+               "starting PostgreSQL %s on '%s' (log: %s)", ver, dir, log);
     double t0 = cf_mono_seconds();
     if ((rc = cf_pg__spawn(&p, argv, u, CF_PG_FD_NULL, CF_PG_FD_NULL, env, o->on_message,
                            CF_PG_MSG_DETAIL, o->payload)))
@@ -578,9 +586,7 @@ static int start_and_wait(const char *dir, const cf_pg_restore_opts *o, const cf
         t.host = cf_strdup("127.0.0.1");
     t.dbname = cf_strdup("template1");
     t.bindir = o->bindir ? cf_strdup(o->bindir) : NULL;
-    t.os = *u;
-    t.os.groups = NULL; /* borrowed: not freed through t */
-    t.os.groups = u->groups;
+    t.os = *u; /* borrowed: its groups are not freed through t */
     const char *query = NULL, *want = NULL;
     if (want_shutdown) {
         snprintf(res->state, sizeof(res->state), "shut down");
@@ -726,7 +732,12 @@ int cf_pg_restore(cf_repo *repo, const cf_pg_restore_opts *o, cf_pg_restore_resu
     if ((rc = prepare_dir(dir, &u)))
         goto out;
     double t0 = cf_mono_seconds();
-    if ((rc = extract(repo, snap, dir, &u)))
+    /* a shared lock while reading, so that prune does not remove what is being restored */
+    if ((rc = cf_repo_lock(repo, CF_LOCK_SHARED)))
+        goto out;
+    rc = extract(repo, snap, dir, &u);
+    cf_repo_unlock(repo);
+    if (rc)
         goto out;
     res.extract_seconds = cf_mono_seconds() - t0;
     if (!(path = cf_asprintf("%s/backup_label", dir))) {
@@ -767,7 +778,8 @@ int cf_pg_restore(cf_repo *repo, const cf_pg_restore_opts *o, cf_pg_restore_resu
         chmod(env_file, 0600);
     }
     const char *cmd = o->restore_command ? o->restore_command : "coffer wal-fetch %f %p";
-    if ((rc = recovery_conf(&conf, o, &res.base, cmd, pgtime)) || (rc = cf_buf_append(&conf, "", 1)))
+    if ((rc = recovery_conf(&conf, o, &res.base, cmd, pgtime)) ||
+        (rc = cf_buf_append(&conf, "", 1)))
         goto out;
     free(path);
     if (!(path = cf_asprintf("%s/postgresql.auto.conf", dir)) ||
@@ -784,7 +796,8 @@ int cf_pg_restore(cf_repo *repo, const cf_pg_restore_opts *o, cf_pg_restore_resu
         if ((rc = verify_restore_command(dir, cmd, &res.base, &u)))
             goto out;
         cf_pg__msg(o->on_message, o->payload, CF_PG_MSG_DETAIL,
-                   "restore_command works as OS user '%s' (fetched %s)", u.name, res.base.start_wal);
+                   "restore_command works as OS user '%s' (fetched %s)", u.name,
+                   res.base.start_wal);
     }
     if (o->start && (rc = start_and_wait(dir, o, &u, &res)))
         goto out;

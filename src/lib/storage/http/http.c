@@ -238,6 +238,7 @@ typedef struct {
     size_t header_bytes; /* of the current response */
     bool too_large;      /* a 2xx body went over max_body */
     bool headers_overflow;
+    bool head;           /* a HEAD request: Content-Length describes no body */
 } capture_ctx;
 
 static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
@@ -270,7 +271,7 @@ static size_t header_cb(char *buf, size_t size, size_t nitems, void *userdata)
     if (!line || headers_push(&c->resp->headers, line) != 0)
         return 0;
     /* Pre-size the body buffer for a successful response of known length. */
-    if (c->resp->status >= 200 && c->resp->status < 300 && len > 15 &&
+    if (!c->head && c->resp->status >= 200 && c->resp->status < 300 && len > 15 &&
         strncasecmp(line, "content-length:", 15) == 0) {
         char *end = NULL;
         errno = 0;
@@ -358,7 +359,9 @@ static int attempt(cf_http *h, const cf_http_request *req, cf_http_response *res
     cf_http_headers signed_h;
     cf_http_headers_init(&signed_h);
     upload_ctx up = {.data = req->body, .len = req->body_len, .pos = 0};
-    capture_ctx cap = {.resp = resp, .max_body = req->max_body ? req->max_body : CF_HTTP_SMALL_MAX};
+    capture_ctx cap = {.resp = resp,
+                       .max_body = req->max_body ? req->max_body : CF_HTTP_SMALL_MAX,
+                       .head = strcmp(req->method, "HEAD") == 0};
 
     memset(ar, 0, sizeof(*ar));
     cf_buf_free(&resp->body);

@@ -393,6 +393,48 @@ out:
     return rc;
 }
 
+/* Remove ".tmp-*" files below dfd (recursively, bounded depth). */
+static void purge_dir(int dfd, int depth, uint64_t *removed, uint64_t *bytes)
+{
+    if (depth > LIST_MAX_DEPTH)
+        return;
+    int fd = dup(dfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        struct stat st;
+        if (fstatat(dfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            int sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (sub >= 0) {
+                purge_dir(sub, depth + 1, removed, bytes);
+                close(sub);
+            }
+        } else if (S_ISREG(st.st_mode) &&
+                   strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0 &&
+                   unlinkat(dfd, de->d_name, 0) == 0) {
+            (*removed)++;
+            *bytes += (uint64_t)st.st_size;
+        }
+    }
+    closedir(d);
+}
+
+static int local_purge_tmp(void *self, uint64_t *out_removed, uint64_t *out_bytes)
+{
+    local *l = self;
+    purge_dir(l->fd, 0, out_removed, out_bytes);
+    return 0;
+}
+
 static int local_spool_dir(void *self, char *out, size_t out_size)
 {
     local *l = self;
@@ -786,4 +828,5 @@ const cf_storage_ops cf_storage_local_ops = {
     .close = local_close,
     .spool_dir = local_spool_dir,
     .put_file = local_put_file,
+    .purge_tmp = local_purge_tmp,
 };

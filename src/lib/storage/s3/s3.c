@@ -967,7 +967,7 @@ static void page_free(page_ctx *c)
 
 /* One ListObjectsV2 request. */
 static int list_page(s3 *s, const char *full_prefix, const char *token, const char *max_keys,
-                     const char *what, cf_http_response *resp)
+                     const char *op, const char *what, cf_http_response *resp)
 {
     s3_req r;
     req_init(&r, s, "GET");
@@ -980,7 +980,7 @@ static int list_page(s3 *s, const char *full_prefix, const char *token, const ch
             req_query(&r, "continuation-token", token);
         if (max_keys)
             req_query(&r, "max-keys", max_keys);
-        rc = req_do(&r, "list", what, NULL, 0, false, LIST_BODY_MAX, resp);
+        rc = req_do(&r, op, what, NULL, 0, false, LIST_BODY_MAX, resp);
     }
     req_free(&r);
     return rc;
@@ -1000,7 +1000,7 @@ static int s3_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
     const char *what = *prefix ? prefix : NULL;
 
     for (;;) {
-        if ((rc = list_page(s, full, token, NULL, what, &resp)) < 0)
+        if ((rc = list_page(s, full, token, NULL, "list", what, &resp)) < 0)
             goto out;
         if (resp.status != 200) {
             rc = s3_fail(s, "list", what, &resp);
@@ -1116,7 +1116,7 @@ static int probe(s3 *s, unsigned flags)
     cf_http_response resp;
     cf_http_response_init(&resp);
     for (int round = 0;; round++) {
-        if ((rc = list_page(s, s->loc.prefix, NULL, "1", NULL, &resp)) < 0)
+        if ((rc = list_page(s, s->loc.prefix, NULL, "1", "open", NULL, &resp)) < 0)
             goto out;
         const char *hinted = cf_http_response_header(&resp, "x-amz-bucket-region");
         if (round == 0 && hinted && strcmp(hinted, s->creds.region) != 0 &&
