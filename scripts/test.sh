@@ -8,6 +8,11 @@ cd "$root"
 scripts/deps.sh
 jobs=$(nproc 2>/dev/null || echo 2)
 
+# Remote drivers whose test servers must start: a skip of these fails the run. Databases
+# likewise.
+export COFFER_REQUIRE_DRIVERS="${COFFER_REQUIRE_DRIVERS-s3 sftp}"
+export COFFER_REQUIRE_DATABASES="${COFFER_REQUIRE_DATABASES-postgres}"
+
 run_suite() {
   local preset=$1
   echo "== build ($preset)"

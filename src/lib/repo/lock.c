@@ -198,8 +198,14 @@ int cf_repo_unlock(cf_repo *r)
 {
     if (!r->lock_name[0])
         return 0;
+    /* usually called while cleaning up after another failure: that one is the error to keep
+     * (a storage outage makes both fail) */
+    cf_error_saved before;
+    cf_error_save(&before);
     int rc = cf_storage_remove(r->st, r->lock_name);
     r->lock_name[0] = '\0';
+    if (rc && rc != CF_ENOTFOUND && before.code != 0)
+        cf_error_restore(&before);
     return rc == CF_ENOTFOUND ? 0 : rc;
 }
 

@@ -76,6 +76,22 @@ int cf_error_wrap(int code, const char *fmt, ...)
     return code;
 }
 
+void cf_error_save(cf_error_saved *s)
+{
+    s->code = tl_err.code;
+    s->sys = tl_err.sys;
+    snprintf(s->message, sizeof(s->message), "%s", tl_msg);
+    s->has_hint = tl_err.hint != NULL;
+    snprintf(s->hint, sizeof(s->hint), "%s", s->has_hint ? tl_hint : "");
+}
+
+void cf_error_restore(const cf_error_saved *s)
+{
+    cf_error_set(s->code, s->sys, "%s", s->message);
+    if (s->has_hint)
+        cf_error_hint("%s", s->hint);
+}
+
 const char *cf_error_name(int code)
 {
     switch (code) {

@@ -105,6 +105,16 @@ void cf_fmt_bytes(char out[32], uint64_t n);
 /* Parse "16M", "512k", "1GiB" into bytes. */
 int cf_parse_size(uint64_t *out, const char *s);
 
+/* ---- saving the last error across cleanup that may overwrite it ---- */
+typedef struct {
+    int code, sys;
+    char message[1024];
+    char hint[512];
+    bool has_hint;
+} cf_error_saved;
+void cf_error_save(cf_error_saved *s);
+void cf_error_restore(const cf_error_saved *s);
+
 /* ---- banned functions (CONVENTIONS.md) ---- */
 #ifndef CF_NO_POISON
 #pragma GCC poison strcpy strcat sprintf vsprintf gets atoi atol strtok
