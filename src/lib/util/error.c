@@ -80,9 +80,9 @@ void cf_error_save(cf_error_saved *s)
 {
     s->code = tl_err.code;
     s->sys = tl_err.sys;
-    snprintf(s->message, sizeof(s->message), "%s", tl_msg);
+    snprintf(s->message, sizeof(s->message), "%.1000s", tl_msg);
     s->has_hint = tl_err.hint != NULL;
-    snprintf(s->hint, sizeof(s->hint), "%s", s->has_hint ? tl_hint : "");
+    snprintf(s->hint, sizeof(s->hint), "%.500s", s->has_hint ? tl_hint : "");
 }
 
 void cf_error_restore(const cf_error_saved *s)
