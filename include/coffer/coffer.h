@@ -318,7 +318,8 @@ void cf_forget_items_free(cf_forget_item *items, size_t count);
 
 typedef struct {
     double max_unused_percent;  /* repack partly used packs while unused space exceeds this
-                                   share of the repository; default 5 */
+                                   share of the repository (0: repack every partly used
+                                   pack); negative: the default, 5 */
     uint64_t max_repack_bytes;  /* 0: unlimited */
     bool dry_run;
     bool reencrypt;             /* also repack every pack sealed under an older data key

@@ -73,6 +73,7 @@ typedef struct {
     uint64_t system_identifier;
     uint32_t server_version;     /* server_version_num, e.g. 150020 */
     uint64_t next_xid;           /* first transaction id after the backup (0: unknown) */
+    int64_t stop_time_ns;        /* the server's clock just after the backup (0: unknown) */
     char cluster[64];
     char label[128];
     bool from_standby;
@@ -129,7 +130,7 @@ typedef enum {
 typedef struct {
     const char *target_dir;      /* created (0700); must be missing or empty */
     const char *snapshot;        /* base backup (id, prefix); NULL: the latest that ends before
-                                    the target */
+                                    the target (for a time: by the server's clock) */
     const char *cluster;
     cf_pg_target target;
     const char *target_value;    /* TIME: any form cf_pg_time_parse takes; LSN "X/Y"; XID; NAME */

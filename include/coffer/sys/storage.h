@@ -72,6 +72,9 @@ typedef struct cf_storage_ops {
      * written) as name, atomically and durably (fsync, rename, fsync the directory). On
      * success the temporary file is gone. */
     int (*put_file)(void *self, const char *name, const char *tmp_path, int fd, unsigned flags);
+    /* Optional: remove temporary files left by writers that were killed. Only called while
+     * the caller holds the repository's exclusive lock (no writer is running). */
+    int (*purge_tmp)(void *self, uint64_t *out_removed, uint64_t *out_bytes);
 } cf_storage_ops;
 
 /* An open storage location: a driver and its state. */
@@ -98,6 +101,8 @@ int cf_storage_stat(cf_storage *st, const char *name, uint64_t *out_size);
 int cf_storage_list(cf_storage *st, const char *prefix, cf_storage_list_cb cb, void *payload);
 int cf_storage_remove(cf_storage *st, const char *name);
 int cf_storage_space(cf_storage *st, uint64_t *out_free);
+/* Remove temporary files of killed writers (no-op for drivers without any). */
+int cf_storage_purge_tmp(cf_storage *st, uint64_t *out_removed, uint64_t *out_bytes);
 /* The spool directory of drivers that have one (CF_EUNSUPPORTED otherwise). */
 int cf_storage_spool_dir(cf_storage *st, char *out, size_t out_size);
 int cf_storage_put_file(cf_storage *st, const char *name, const char *tmp_path, int fd,

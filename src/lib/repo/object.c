@@ -144,7 +144,10 @@ int cf_repo__get_object(cf_buf *out, cf_repo *r, const char *dir, uint8_t type, 
     uint8_t *data = NULL;
     size_t len = 0;
     snprintf(path, sizeof(path), "%s/%s", dir, name);
-    int rc = cf_storage_get(r->st, path, 0, 0, &data, &len);
+    /* index files and snapshot documents never change: a remote repository's are cached */
+    bool cacheable = strcmp(dir, "index") == 0 || strcmp(dir, "snapshots") == 0;
+    bool cached = cacheable && cf_cache__get(r, dir, name, &data, &len);
+    int rc = cached ? 0 : cf_storage_get(r->st, path, 0, 0, &data, &len);
     if (rc)
         return rc;
     uint8_t h[32];
@@ -156,6 +159,8 @@ int cf_repo__get_object(cf_buf *out, cf_repo *r, const char *dir, uint8_t type, 
                           path);
     else
         rc = cf_repo__open_object(out, r, type, data, len, path);
+    if (rc == 0 && cacheable && !cached)
+        cf_cache__put(r, dir, name, data, len);
     free(data);
     return rc;
 }

@@ -352,6 +352,14 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential
 int cf_keys__open(cf_master_key *out, char out_slot[65], cf_key_role *out_role, cf_storage *st,
                   const cf_credential *cred, const char *url,
                   int (*accept)(const cf_master_key *mk, void *payload), void *payload);
+/* The metadata cache of remote repositories (cache.c). */
+bool cf_cache__get(const cf_repo *r, const char *dir, const char *name, uint8_t **data,
+                   size_t *len);
+void cf_cache__put(const cf_repo *r, const char *dir, const char *name, const uint8_t *data,
+                   size_t len);
+void cf_cache__prune(const cf_repo *r, const char *dir,
+                     bool (*exists)(const char *name, void *payload), void *payload);
+
 /* Remember that an object named a generation this key does not hold (thread-safe). */
 void cf_repo__note_unknown_generation(cf_repo *r, uint32_t gen);
 /* CF_EPERM naming the operation unless the key in use is an admin key. */
