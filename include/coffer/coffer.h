@@ -48,6 +48,10 @@ int cf_repo_init_cred(const char *url, const cf_credential *cred, const cf_init_
  * password, CF_ECORRUPT if its config is damaged. *out is closed with cf_repo_close. */
 int cf_repo_open(cf_repo **out, const char *url, const char *password);
 int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred);
+/* Open flags. CF_OPEN_NO_INDEX skips loading the index: for work that touches only archive
+ * objects or key slots (a WAL push per process start must be fast on a large repository). */
+enum { CF_OPEN_NO_INDEX = 1u << 0 };
+int cf_repo_open_flags(cf_repo **out, const char *url, const cf_credential *cred, unsigned flags);
 void cf_repo_close(cf_repo *repo);
 const char *cf_repo_display(const cf_repo *repo);
 

@@ -49,6 +49,8 @@ int cli_cred_get(cli_cred *out, bool confirm, bool is_new);
 void cli_cred_free(cli_cred *c);
 /* Open the repository named by --repo/COFFER_REPO. Returns exit code (0 ok). */
 int cli_open(cf_repo **out);
+/* The same with cf_repo_open_flags flags (CF_OPEN_NO_INDEX for archive-only work). */
+int cli_open_flags(cf_repo **out, unsigned flags);
 /* Print repository warnings to stderr. */
 void cli_print_warnings(cf_repo *r);
 /* Print a JSON value on stdout followed by a newline, and free it. */

@@ -1033,7 +1033,7 @@ int cmd_wal_push(int argc, char **argv)
     pg_common_done(&pc, cluster_given);
     double t0 = cf_mono_seconds();
     cf_repo *repo = NULL;
-    if ((rc = cli_open(&repo)))
+    if ((rc = cli_open_flags(&repo, CF_OPEN_NO_INDEX)))
         return rc;
     double t1 = cf_mono_seconds();
     int prc = cf_pg_wal_push(repo, pc.cluster, argv[optind]);
@@ -1071,7 +1071,7 @@ static int wal_fetch(int argc, char **argv)
                          "(restore_command = 'coffer wal-fetch %%f %%p')");
     pg_common_done(&pc, cluster_given);
     cf_repo *repo = NULL;
-    if ((rc = cli_open(&repo)))
+    if ((rc = cli_open_flags(&repo, CF_OPEN_NO_INDEX)))
         return rc;
     int frc = cf_pg_wal_fetch(repo, pc.cluster, argv[optind], argv[optind + 1]);
     cf_repo_close(repo);

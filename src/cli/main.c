@@ -85,7 +85,9 @@ int cli_fail(int rc)
     return cf_error_exit_code(rc);
 }
 
-int cli_open(cf_repo **out)
+int cli_open(cf_repo **out) { return cli_open_flags(out, 0); }
+
+int cli_open_flags(cf_repo **out, unsigned flags)
 {
     *out = NULL;
     if (!g.repo)
@@ -94,7 +96,7 @@ int cli_open(cf_repo **out)
     int rc = cli_cred_get(&cred, false, false);
     if (rc)
         return rc;
-    rc = cf_repo_open_cred(out, g.repo, &cred.c);
+    rc = cf_repo_open_flags(out, g.repo, &cred.c, flags);
     cli_cred_free(&cred);
     if (rc)
         return cli_fail(rc);

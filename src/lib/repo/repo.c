@@ -218,6 +218,8 @@ int cf_repo__refresh_index(cf_repo *r)
     }
     if (rc == 0)
         rc = cf_index__seal(&r->index);
+    if (rc == 0)
+        r->index_unloaded = false;
     pthread_mutex_unlock(&r->mu);
     return rc;
 }
@@ -251,6 +253,11 @@ static int accept_config(const cf_master_key *mk, void *payload)
 
 int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
 {
+    return cf_repo_open_flags(out, url, cred, 0);
+}
+
+int cf_repo_open_flags(cf_repo **out, const char *url, const cf_credential *cred, unsigned flags)
+{
     int rc;
     cf_buf raw;
     cf_repo *r = cf_calloc(1, sizeof(*r));
@@ -282,6 +289,10 @@ int cf_repo_open_cred(cf_repo **out, const char *url, const cf_credential *cred)
     cf_wipe(ck, sizeof(ck));
     if (rc)
         goto out;
+    if (flags & CF_OPEN_NO_INDEX) {
+        r->index_unloaded = true;
+        goto out;
+    }
     if ((rc = cf_repo__load_index(r)) || (rc = cf_index__seal(&r->index)))
         goto out;
     /* index files sealed by a newer key generation than this key holds: the key was rotated

@@ -263,6 +263,7 @@ struct cf_repo {
     uint64_t blobs_claimed;  /* new blobs accepted by this handle */
     char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */
     char (*index_names)[65]; size_t nindex_names; /* index files loaded (or found damaged) */
+    bool index_unloaded;     /* opened with CF_OPEN_NO_INDEX: loaded at the first lock */
     double last_checkpoint;  /* when an index checkpoint was last written */
     char spool[4096];        /* where packs are built ("" : in memory) */
     uint8_t (*salts)[CF_PACK_PREFIX + 1]; size_t nsalts; /* pack prefixes by pack number;
