@@ -83,6 +83,8 @@ int cmd_rewrite(int argc, char **argv);
 int cmd_pg(int argc, char **argv);        /* cmd_pg.c: coffer pg backup|restore|check|... */
 int cmd_wal_push(int argc, char **argv);  /* cmd_pg.c: PostgreSQL archive_command */
 int cmd_wal_fetch(int argc, char **argv); /* cmd_pg.c: PostgreSQL restore_command */
+int cmd_sqlite(int argc, char **argv);    /* cmd_sqlite.c: coffer sqlite backup|replicate|restore|list */
+int cmd_mariadb(int argc, char **argv);   /* cmd_mariadb.c: coffer mariadb backup|binlog-push|restore|list */
 
 
 

@@ -92,6 +92,8 @@ void cf_storage_close(cf_storage *st);
 
 /* The location as shown to users, credentials removed. Borrowed. */
 const char *cf_storage_display(const cf_storage *st);
+/* The driver's scheme ("local", "mem", "s3", "sftp", ...). Borrowed. */
+const char *cf_storage_scheme(const cf_storage *st);
 unsigned cf_storage_features(const cf_storage *st);
 
 int cf_storage_put(cf_storage *st, const char *name, const void *data, size_t len, unsigned flags);
@@ -140,6 +142,15 @@ int cf_storage_sftp_inject_drop(int n);
  * Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (/ AWS_SESSION_TOKEN) or AWS_PROFILE. */
 extern const cf_storage_ops cf_storage_s3_ops;
 int cf_storage_s3_new(void **out_self, const char *location, unsigned flags);
+
+/* Azure Blob storage (docs/storage/azure.md). location is what follows "azure:":
+ * "ACCOUNT/CONTAINER[/PREFIX]" (https://ACCOUNT.blob.core.windows.net) or
+ * "http[s]://HOST[:PORT]/ACCOUNT/CONTAINER[/PREFIX]" (path style, for emulators such as
+ * Azurite), optionally followed by "?tier=Hot|Cool|Cold|Archive". Credentials:
+ * AZURE_STORAGE_KEY (SharedKey; AZURE_STORAGE_ACCOUNT, if set, must name the url's account)
+ * or AZURE_STORAGE_SAS_TOKEN. */
+extern const cf_storage_ops cf_storage_azure_ops;
+int cf_storage_azure_new(void **out_self, const char *location, unsigned flags);
 
 /* ---- testing (mem driver only) ---- */
 /* Make every every_n-th call of op ("put", "get", "list", "remove", "stat") on the mem store

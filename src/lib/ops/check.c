@@ -273,6 +273,11 @@ int cf_check(cf_repo *r, const cf_check_opts *o, cf_check_stats *out_stats)
     cf_idset_init(&c.reported);
     cf_idset_init(&c.good_trees);
     pthread_mutex_init(&c.mu, NULL);
+    /* check what storage holds, not what was cached from it: the lock reloads the index */
+    if (!r->cache_off && strcmp(cf_storage_scheme(r->st), "local") != 0 &&
+        strcmp(cf_storage_scheme(r->st), "mem") != 0)
+        r->reload_index = true;
+    r->cache_off = true;
     if ((rc = cf_repo_lock(r, CF_LOCK_SHARED)))
         goto out;
     /* problems found while opening: damaged index files */

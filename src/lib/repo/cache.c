@@ -19,8 +19,12 @@
  * home, COFFER_NO_CACHE set). */
 static bool cache_dir(const cf_repo *r, char out[4096])
 {
-    if (getenv("COFFER_NO_CACHE") || cf_storage_spool_dir(r->st, out, 4096) == 0)
-        return false; /* a local repository is its own cache */
+    /* local (and in-process) repositories are their own cache; check bypasses the cache so
+     * that it sees what storage holds */
+    const char *scheme = cf_storage_scheme(r->st);
+    if (r->cache_off || getenv("COFFER_NO_CACHE") || strcmp(scheme, "local") == 0 ||
+        strcmp(scheme, "mem") == 0)
+        return false;
     const char *base = getenv("COFFER_CACHE_DIR");
     char home_cache[4096];
     if (!base || !*base) {

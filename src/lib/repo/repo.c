@@ -189,10 +189,10 @@ int cf_repo__refresh_index(cf_repo *r)
     int rc = cf_storage_list(r->st, "index/", scan_one, &sc);
     if (rc)
         return rc;
-    if (sc.seen == r->nindex_names && !sc.added)
+    if (sc.seen == r->nindex_names && !sc.added && !r->reload_index)
         return 0; /* unchanged since it was loaded */
     pthread_mutex_lock(&r->mu);
-    if (sc.seen == r->nindex_names) {
+    if (sc.seen == r->nindex_names && !r->reload_index) {
         /* only additions (another backup finished): load the new files */
         load_ctx c = {r, {0}, 0, 0, true};
         cf_buf_init(&c.b, 0);
@@ -215,6 +215,7 @@ int cf_repo__refresh_index(cf_repo *r)
         cf_buf_init(&c.b, 0);
         rc = cf_storage_list(r->st, "index/", load_one, &c);
         cf_buf_free(&c.b);
+        r->reload_index = false;
     }
     if (rc == 0)
         rc = cf_index__seal(&r->index);

@@ -264,6 +264,8 @@ struct cf_repo {
     char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */
     char (*index_names)[65]; size_t nindex_names; /* index files loaded (or found damaged) */
     bool index_unloaded;     /* opened with CF_OPEN_NO_INDEX: loaded at the first lock */
+    bool cache_off;          /* read metadata from storage, not the local cache (check) */
+    bool reload_index;       /* the next lock reloads the whole index from storage */
     double last_checkpoint;  /* when an index checkpoint was last written */
     char spool[4096];        /* where packs are built ("" : in memory) */
     uint8_t (*salts)[CF_PACK_PREFIX + 1]; size_t nsalts; /* pack prefixes by pack number;

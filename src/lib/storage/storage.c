@@ -27,13 +27,15 @@ static const struct {
     {"mem", &cf_storage_mem_ops, cf_storage_mem_new},
     {"sftp", &cf_storage_sftp_ops, cf_storage_sftp_new},
     {"s3", &cf_storage_s3_ops, cf_storage_s3_new},
+    {"azure", &cf_storage_azure_ops, cf_storage_azure_new},
 };
 
 #define REGISTRY_LEN (sizeof(registry) / sizeof(registry[0]))
 #define SCHEMES_HINT                                                                           \
     "use a path, 'local:PATH', 'mem:NAME', 'sftp:USER@HOST:PATH', "                            \
-    "'sftp://USER@HOST:PORT/PATH', 's3:BUCKET[/PREFIX]' or "                                   \
-    "'s3:https://HOST[:PORT]/BUCKET[/PREFIX]'"
+    "'sftp://USER@HOST:PORT/PATH', 's3:BUCKET[/PREFIX]', "                                     \
+    "'s3:https://HOST[:PORT]/BUCKET[/PREFIX]', 'azure:ACCOUNT/CONTAINER[/PREFIX]' or "         \
+    "'azure:http://HOST:PORT/ACCOUNT/CONTAINER[/PREFIX]'"
 
 /*
  * Split a URL into scheme and location. A URL whose text before the first '/' contains a ':'
@@ -155,6 +157,11 @@ void cf_storage_close(cf_storage *st)
     st->ops->close(st->self);
     free(st->display);
     free(st);
+}
+
+const char *cf_storage_scheme(const cf_storage *st)
+{
+    return st && st->ops->scheme ? st->ops->scheme : "";
 }
 
 const char *cf_storage_display(const cf_storage *st)

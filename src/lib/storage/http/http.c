@@ -447,7 +447,8 @@ static int attempt(cf_http *h, const cf_http_request *req, cf_http_response *res
     ar->too_large = cap.too_large;
     ar->headers_overflow = cap.headers_overflow;
     if (h->debug)
-        fprintf(stderr, "coffer-http: %s %s -> %ld%s%s (%.3f s)\n", req->method, req->url,
+        fprintf(stderr, "coffer-http: %s %s -> %ld%s%s (%.3f s)\n", req->method,
+                req->log_url ? req->log_url : req->url,
                 ar->cc == CURLE_OK ? status : 0L, ar->cc == CURLE_OK ? "" : " curl: ",
                 ar->cc == CURLE_OK ? "" : curl_easy_strerror(ar->cc), cf_mono_seconds() - t0);
     if (ar->cc == CURLE_OK && (status < 200 || status >= 300))
@@ -609,7 +610,8 @@ int cf_http_perform(cf_http *h, const cf_http_request *req, cf_http_response *re
         uint32_t wait = cf_retry_delay_ms(&h->policy, a, ar.cc == CURLE_OK ? retry_after_ms(resp) : 0);
         if (h->debug)
             fprintf(stderr, "coffer-http: retry %u/%u of %s %s in %u ms: %s\n", a,
-                    attempts - 1, req->method, req->url, wait, cause);
+                    attempts - 1, req->method, req->log_url ? req->log_url : req->url, wait,
+                    cause);
         cf_retry_sleep_ms(wait);
     }
     rc = cf_error_set(CF_ERETRYABLE, (int)resp->status, "%s: gave up after %u attempts: %s",

@@ -61,6 +61,9 @@ typedef int (*cf_http_sign_cb)(cf_http_headers *out, void *payload);
 typedef struct {
     const char *method;             /* "GET", "HEAD", "PUT", "POST", "DELETE" */
     const char *url;                /* complete and already encoded */
+    /* What COFFER_HTTP_DEBUG shows instead of url when url carries a credential (an Azure
+     * SAS token in the query); NULL: url. */
+    const char *log_url;
     const cf_http_headers *headers; /* sent with every attempt; may be NULL */
     cf_http_sign_cb sign;           /* may be NULL */
     void *sign_payload;
