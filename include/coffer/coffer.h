@@ -63,7 +63,10 @@ const char *cf_repo_warning(const cf_repo *repo, size_t i);
 
 /* What a key slot may do. An append-only key adds snapshots and data but cannot remove or
  * rewrite anything (forget, prune, rewrite, key remove/rotate need an admin key). */
-typedef enum { CF_ROLE_ADMIN = 0, CF_ROLE_APPEND = 1 } cf_key_role;
+typedef enum { CF_ROLE_ADMIN = 0, CF_ROLE_APPEND = 1, CF_ROLE_WRITE_ONLY = 2 } cf_key_role;
+/* A write-only key can back up (deduplicating against everything stored) but cannot read
+ * any snapshot, tree or file content, not even its own: it holds the blob-id key, the index
+ * key and the repository's public key, and no data key. See docs/SECURITY.md. */
 
 #define CF_KEY_INFO_MAX_GENS 64
 typedef struct {

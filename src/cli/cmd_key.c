@@ -29,7 +29,9 @@ static int key_list(cf_repo *repo)
                 json_array_append_new(gens, json_integer(v[i].generations[k]));
             json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:o, s:I}", "id",
                                                  v[i].id, "kind", v[i].kdf, "role",
-                                                 v[i].role == CF_ROLE_APPEND ? "append" : "admin",
+                                                 v[i].role == CF_ROLE_APPEND       ? "append"
+                                                 : v[i].role == CF_ROLE_WRITE_ONLY ? "write-only"
+                                                                                   : "admin",
                                                  "created", v[i].created,
                                                  "host", v[i].host, "user", v[i].user, "current",
                                                  v[i].current, "generations", gens,
@@ -42,7 +44,11 @@ static int key_list(cf_repo *repo)
                "Host", "User", "Generations (current)");
         for (size_t i = 0; i < n; i++) {
             printf("%c%.8s  %-8s  %-6s  %.19s  %-12s  %-10s  ", v[i].current ? '*' : ' ', v[i].id,
-                   v[i].kdf, v[i].role == CF_ROLE_APPEND ? "append" : "admin", v[i].created,
+                   v[i].kdf,
+                   v[i].role == CF_ROLE_APPEND       ? "append"
+                   : v[i].role == CF_ROLE_WRITE_ONLY ? "wonly"
+                                                     : "admin",
+                   v[i].created,
                    v[i].host, v[i].user);
             print_gens(&v[i]);
             printf(" (%u)\n", v[i].current_generation);
@@ -55,7 +61,7 @@ static int key_list(cf_repo *repo)
 
 int cmd_key(int argc, char **argv)
 {
-    enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF, O_APPEND };
+    enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF, O_APPEND, O_WO };
     static const struct option opts[] = {
         CLI_COMMON_OPTIONS,
         {"new-password-file", required_argument, NULL, O_NPWF},
@@ -63,6 +69,7 @@ int cmd_key(int argc, char **argv)
         {"new-key-command", required_argument, NULL, O_NKC},
         {"kdf-log-n", required_argument, NULL, O_KDF},
         {"append-only", no_argument, NULL, O_APPEND},
+        {"write-only", no_argument, NULL, O_WO},
         {NULL, 0, NULL, 0},
     };
     unsigned kdf = 0;
@@ -81,6 +88,7 @@ int cmd_key(int argc, char **argv)
         case O_NKF: g.new_key_file = optarg; break;
         case O_NKC: g.new_key_command = optarg; break;
         case O_APPEND: role = CF_ROLE_APPEND; break;
+        case O_WO: role = CF_ROLE_WRITE_ONLY; break;
         case O_KDF: {
             char *end;
             unsigned long v = strtoul(optarg, &end, 10);
@@ -134,7 +142,11 @@ int cmd_key(int argc, char **argv)
                                          (json_int_t)gen));
             } else if (!g.quiet) {
                 if (strcmp(sub, "add") == 0)
-                    printf("added %skey slot %.8s\n", role == CF_ROLE_APPEND ? "append-only " : "", id);
+                    printf("added %skey slot %.8s\n",
+                           role == CF_ROLE_APPEND       ? "append-only "
+                           : role == CF_ROLE_WRITE_ONLY ? "write-only "
+                                                        : "",
+                           id);
                 else if (strcmp(sub, "passwd") == 0)
                     printf("replaced the key slot in use by %.8s\n", id);
                 else

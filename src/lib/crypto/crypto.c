@@ -431,3 +431,78 @@ bool cf_ct_equal(const void *a, const void *b, size_t n)
 {
     return CRYPTO_memcmp(a, b, n) == 0;
 }
+
+/* ------------------------------------------------------------------ X25519 and boxes */
+
+int cf_x25519_keypair(uint8_t priv[32], uint8_t pub[32])
+{
+    int rc = CF_EGENERIC;
+    EVP_PKEY *k = NULL;
+    if (cf_random_bytes(priv, 32))
+        return CF_EGENERIC;
+    k = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, 32);
+    size_t n = 32;
+    if (k && EVP_PKEY_get_raw_public_key(k, pub, &n) == 1 && n == 32)
+        rc = 0;
+    EVP_PKEY_free(k);
+    if (rc)
+        cf_error_set(rc, 0, "unable to create an X25519 key pair");
+    return rc;
+}
+
+int cf_x25519_shared(uint8_t out[32], const uint8_t priv[32], const uint8_t peer_pub[32])
+{
+    int rc = CF_EGENERIC;
+    EVP_PKEY *mine = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, NULL, priv, 32);
+    EVP_PKEY *peer = EVP_PKEY_new_raw_public_key(EVP_PKEY_X25519, NULL, peer_pub, 32);
+    EVP_PKEY_CTX *ctx = mine ? EVP_PKEY_CTX_new(mine, NULL) : NULL;
+    size_t n = 32;
+    if (ctx && peer && EVP_PKEY_derive_init(ctx) == 1 && EVP_PKEY_derive_set_peer(ctx, peer) == 1 &&
+        EVP_PKEY_derive(ctx, out, &n) == 1 && n == 32)
+        rc = 0;
+    EVP_PKEY_CTX_free(ctx);
+    EVP_PKEY_free(mine);
+    EVP_PKEY_free(peer);
+    if (rc)
+        cf_error_set(rc, 0, "X25519 key agreement failed");
+    return rc;
+}
+
+static void box_kek(uint8_t kek[32], const uint8_t shared[32], const uint8_t eph_pub[32],
+                    const uint8_t recipient_pub[32])
+{
+    uint8_t ctx[64];
+    memcpy(ctx, eph_pub, 32);
+    memcpy(ctx + 32, recipient_pub, 32);
+    cf_kdf(kek, shared, "coffer box", ctx, sizeof(ctx));
+}
+
+int cf_box_seal(uint8_t out[CF_BOX_LEN], const uint8_t recipient_pub[32], const uint8_t key[32])
+{
+    uint8_t eph[32], shared[32], kek[32];
+    int rc = cf_x25519_keypair(eph, out);
+    if (rc == 0)
+        rc = cf_x25519_shared(shared, eph, recipient_pub);
+    if (rc == 0) {
+        box_kek(kek, shared, out, recipient_pub);
+        rc = cf_aead_seal(out + 32, kek, "coffer box v1", 13, key, 32);
+    }
+    cf_wipe(eph, sizeof(eph));
+    cf_wipe(shared, sizeof(shared));
+    cf_wipe(kek, sizeof(kek));
+    return rc;
+}
+
+int cf_box_open(uint8_t key[32], const uint8_t priv[32], const uint8_t pub[32],
+                const uint8_t box[CF_BOX_LEN])
+{
+    uint8_t shared[32], kek[32];
+    int rc = cf_x25519_shared(shared, priv, box);
+    if (rc == 0) {
+        box_kek(kek, shared, box, pub);
+        rc = cf_aead_open(key, kek, "coffer box v1", 13, box + 32, CF_BOX_LEN - 32);
+    }
+    cf_wipe(shared, sizeof(shared));
+    cf_wipe(kek, sizeof(kek));
+    return rc;
+}

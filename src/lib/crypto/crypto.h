@@ -84,6 +84,19 @@ int cf_aead_open(uint8_t *out, const uint8_t key[CF_KEY_LEN], const void *aad, s
 int cf_scrypt(uint8_t out[CF_KEY_LEN], const char *password, size_t password_len,
               const uint8_t *salt, size_t salt_len, uint64_t n, uint32_t r, uint32_t p);
 
+/* X25519: a new key pair, and the shared secret of a private key and a peer's public key.
+ * 0 or CF_EGENERIC. */
+int cf_x25519_keypair(uint8_t priv[32], uint8_t pub[32]);
+int cf_x25519_shared(uint8_t out[32], const uint8_t priv[32], const uint8_t peer_pub[32]);
+
+/* A 32-byte key sealed to a public key ("box"): an ephemeral X25519 key pair, the shared
+ * secret stretched with cf_kdf, and AES-256-GCM. CF_BOX_LEN bytes. */
+#define CF_BOX_LEN (32 + CF_KEY_LEN + CF_SEAL_OVERHEAD)
+int cf_box_seal(uint8_t out[CF_BOX_LEN], const uint8_t recipient_pub[32], const uint8_t key[32]);
+/* CF_EAUTH when the box was not sealed to this private key or was altered. */
+int cf_box_open(uint8_t key[32], const uint8_t priv[32], const uint8_t pub[32],
+                const uint8_t box[CF_BOX_LEN]);
+
 /* Constant-time comparison: true when equal. */
 bool cf_ct_equal(const void *a, const void *b, size_t n);
 

@@ -888,7 +888,9 @@ int cf_backup(cf_repo *r, const cf_backup_opts *o, char out_id[65], cf_backup_st
     const char *kind = o->source_kind ? o->source_kind : (o->stdin_name ? "stdin" : "files");
     cf_backup_opts po = *o;
     po.source_kind = kind;
-    if ((rc = cf_ops__find_parent(&parent, r, &po, paths, npaths, host)))
+    /* a write-only key reads no snapshot: every backup reads all files, and deduplication
+     * against the index keeps it from storing what is there already */
+    if (cf_master__can_read(&r->mk) && (rc = cf_ops__find_parent(&parent, r, &po, paths, npaths, host)))
         goto out;
     {
         const cf_chunk_params *cp = cf_chunker_params(r->chunker);

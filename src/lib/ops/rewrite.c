@@ -69,11 +69,9 @@ int cf_rewrite_reencrypt(cf_repo *r, const cf_credential *cred, const cf_prune_o
         goto out;
     /* nothing needs the old generations now: the slot in use keeps the current one only */
     if (r->mk.ngens > 1) {
-        cf_master_key mk;
-        memset(&mk, 0, sizeof(mk));
-        memcpy(mk.mac, r->mk.mac, CF_KEY_LEN);
-        memcpy(mk.data, r->mk.data, CF_KEY_LEN);
-        mk.gen = r->mk.gen;
+        cf_master_key mk = r->mk; /* mac, index and key pair stay */
+        memset(mk.gen_ids, 0, sizeof(mk.gen_ids));
+        cf_wipe(mk.gen_keys, sizeof(mk.gen_keys));
         mk.ngens = 1;
         mk.gen_ids[0] = r->mk.gen;
         memcpy(mk.gen_keys[0], r->mk.data, CF_KEY_LEN);

@@ -12,18 +12,35 @@
 
 #define SLOT_AAD "coffer key slot v1"
 #define SLOT_AAD_APPEND "coffer key slot v1 role=append"
+#define SLOT_AAD_WRITE_ONLY "coffer key slot v1 role=write-only"
 
 static const char *slot_aad(cf_key_role role)
 {
-    return role == CF_ROLE_APPEND ? SLOT_AAD_APPEND : SLOT_AAD;
+    return role == CF_ROLE_APPEND       ? SLOT_AAD_APPEND
+           : role == CF_ROLE_WRITE_ONLY ? SLOT_AAD_WRITE_ONLY
+                                        : SLOT_AAD;
+}
+
+static const char *role_name(cf_key_role role)
+{
+    return role == CF_ROLE_APPEND ? "append" : role == CF_ROLE_WRITE_ONLY ? "write-only" : "admin";
+}
+
+static cf_key_role role_of(const char *name)
+{
+    if (name && strcmp(name, "append") == 0)
+        return CF_ROLE_APPEND;
+    if (name && strcmp(name, "write-only") == 0)
+        return CF_ROLE_WRITE_ONLY;
+    return CF_ROLE_ADMIN;
 }
 
 int cf_repo__require_admin(const cf_repo *r, const char *what)
 {
     if (r->role == CF_ROLE_ADMIN)
         return 0;
-    cf_error_set(CF_EPERM, 0, "%s needs an admin key: key slot %.8s is append-only", what,
-                 r->slot_id);
+    cf_error_set(CF_EPERM, 0, "%s needs an admin key: key slot %.8s is %s", what, r->slot_id,
+                 role_name(r->role));
     cf_error_hint("open the repository with an admin key for this operation");
     return CF_EPERM;
 }
@@ -41,7 +58,23 @@ int cf_master__generate(cf_master_key *mk)
     mk->ngens = 1;
     mk->gen_ids[0] = 0;
     memcpy(mk->gen_keys[0], mk->data, CF_KEY_LEN);
+    if (rc == 0)
+        rc = cf_random_bytes(mk->index, sizeof(mk->index));
+    if (rc == 0)
+        rc = cf_x25519_keypair(mk->priv, mk->pub);
+    mk->has_index = mk->has_priv = mk->has_pub = rc == 0;
     return rc;
+}
+
+void cf_master__write_only(cf_master_key *out, const cf_master_key *mk)
+{
+    memset(out, 0, sizeof(*out));
+    memcpy(out->mac, mk->mac, CF_KEY_LEN);
+    out->gen = mk->gen;
+    out->has_index = mk->has_index;
+    memcpy(out->index, mk->index, CF_KEY_LEN);
+    out->has_pub = mk->has_pub;
+    memcpy(out->pub, mk->pub, 32);
 }
 
 const uint8_t *cf_master__data_key(const cf_master_key *mk, uint32_t gen)
@@ -54,8 +87,9 @@ const uint8_t *cf_master__data_key(const cf_master_key *mk, uint32_t gen)
 
 int cf_master__encode(cf_buf *out, const cf_master_key *mk)
 {
+    bool v2 = mk->has_index || mk->has_priv || mk->has_pub;
     cf_buf_append(out, BUNDLE_MAGIC, 4);
-    cf_buf_put_u8(out, 1);
+    cf_buf_put_u8(out, v2 ? 2 : 1);
     cf_buf_append(out, "\0\0\0", 3);
     cf_buf_append(out, mk->mac, CF_KEY_LEN);
     cf_buf_put_u32(out, mk->gen);
@@ -63,6 +97,15 @@ int cf_master__encode(cf_buf *out, const cf_master_key *mk)
     for (uint32_t i = 0; i < mk->ngens; i++) {
         cf_buf_put_u32(out, mk->gen_ids[i]);
         cf_buf_append(out, mk->gen_keys[i], CF_KEY_LEN);
+    }
+    if (v2) {
+        cf_buf_put_u8(out, (uint8_t)(mk->has_index | mk->has_priv << 1 | mk->has_pub << 2));
+        if (mk->has_index)
+            cf_buf_append(out, mk->index, CF_KEY_LEN);
+        if (mk->has_priv)
+            cf_buf_append(out, mk->priv, 32);
+        if (mk->has_pub)
+            cf_buf_append(out, mk->pub, 32);
     }
     return cf_buf_reserve(out, 1);
 }
@@ -78,8 +121,8 @@ int cf_master__decode(cf_master_key *mk, const uint8_t *data, size_t len)
     const uint8_t *mac = cf_rd_bytes(&rd, CF_KEY_LEN);
     mk->gen = cf_rd_u32(&rd);
     uint32_t n = cf_rd_u32(&rd);
-    if (!magic || memcmp(magic, BUNDLE_MAGIC, 4) != 0 || ver != 1 || !mac || n == 0 ||
-        n > CF_MAX_GENERATIONS || cf_rd_left(&rd) != (size_t)n * (4 + CF_KEY_LEN))
+    if (!magic || memcmp(magic, BUNDLE_MAGIC, 4) != 0 || (ver != 1 && ver != 2) || !mac ||
+        n > CF_MAX_GENERATIONS || cf_rd_left(&rd) < (size_t)n * (4 + CF_KEY_LEN))
         return cf_error_set(CF_ECORRUPT, 0, "key bundle is damaged");
     memcpy(mk->mac, mac, CF_KEY_LEN);
     mk->ngens = n;
@@ -87,6 +130,32 @@ int cf_master__decode(cf_master_key *mk, const uint8_t *data, size_t len)
         mk->gen_ids[i] = cf_rd_u32(&rd);
         memcpy(mk->gen_keys[i], cf_rd_bytes(&rd, CF_KEY_LEN), CF_KEY_LEN);
     }
+    if (ver == 2) {
+        uint8_t flags = cf_rd_u8(&rd);
+        const uint8_t *p;
+        if ((flags & 1) && (p = cf_rd_bytes(&rd, CF_KEY_LEN))) {
+            memcpy(mk->index, p, CF_KEY_LEN);
+            mk->has_index = true;
+        }
+        if ((flags & 2) && (p = cf_rd_bytes(&rd, 32))) {
+            memcpy(mk->priv, p, 32);
+            mk->has_priv = true;
+        }
+        if ((flags & 4) && (p = cf_rd_bytes(&rd, 32))) {
+            memcpy(mk->pub, p, 32);
+            mk->has_pub = true;
+        }
+        if ((flags & ~7u) || rd.err) {
+            cf_wipe(mk, sizeof(*mk));
+            return cf_error_set(CF_ECORRUPT, 0, "key bundle is damaged");
+        }
+    }
+    if (cf_rd_left(&rd) != 0 || (n == 0 && !mk->has_pub)) {
+        cf_wipe(mk, sizeof(*mk));
+        return cf_error_set(CF_ECORRUPT, 0, "key bundle is damaged");
+    }
+    if (n == 0)
+        return 0; /* write-only: no data key */
     const uint8_t *cur = cf_master__data_key(mk, mk->gen);
     if (!cur) {
         cf_wipe(mk, sizeof(*mk));
@@ -159,7 +228,7 @@ int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential
         json_array_append_new(gens, json_integer(mk->gen_ids[i]));
     host_user(host, user);
     cf_time_format(when, cf_now_ns());
-    const char *rname = role == CF_ROLE_APPEND ? "append" : "admin";
+    const char *rname = role_name(role);
     if (cred->key)
         doc = json_pack("{s:i, s:s, s:s, s:s, s:s, s:s, s:s, s:O, s:I, s:s}", "version", 1, "kdf",
                         "raw", "salt", salt64, "created", when, "host", host, "user", user, "data",
@@ -273,8 +342,9 @@ static int try_slot(cf_master_key *out, cf_key_role *out_role, const uint8_t *te
     /* the role is authenticated: the slot only opens with the role it was sealed with */
     const char *role = NULL;
     json_unpack(doc, "{s?s}", "role", &role);
-    cf_key_role rl = role && strcmp(role, "append") == 0 ? CF_ROLE_APPEND : CF_ROLE_ADMIN;
-    if (role && strcmp(role, "append") != 0 && strcmp(role, "admin") != 0) {
+    cf_key_role rl = role_of(role);
+    if (role && strcmp(role, "append") != 0 && strcmp(role, "admin") != 0 &&
+        strcmp(role, "write-only") != 0) {
         rc = cf_error_set(CF_EUNSUPPORTED, 0, "key slot '%s' has an unknown role '%s'", name, role);
         goto out;
     }
@@ -385,7 +455,7 @@ static int slot_info(cf_key_info *k, cf_storage *st, const char *name)
     snprintf(k->kdf, sizeof(k->kdf), "%s", strcmp(kdf, "raw") == 0 ? "key" : "password");
     const char *role = NULL;
     json_unpack(doc, "{s?s}", "role", &role);
-    k->role = role && strcmp(role, "append") == 0 ? CF_ROLE_APPEND : CF_ROLE_ADMIN;
+    k->role = role_of(role);
     snprintf(k->created, sizeof(k->created), "%s", created);
     snprintf(k->host, sizeof(k->host), "%s", host);
     snprintf(k->user, sizeof(k->user), "%s", user);
@@ -436,8 +506,22 @@ int cf_key_list(cf_key_info **out, size_t *out_count, cf_repo *r)
 
 int cf_key_add(cf_repo *r, const cf_credential *cred, cf_key_role role, char out_id[65])
 {
-    if (role == CF_ROLE_ADMIN && cf_repo__require_admin(r, "adding an admin key"))
+    if (role != CF_ROLE_APPEND && cf_repo__require_admin(r, "adding an admin or write-only key"))
         return CF_EPERM;
+    if (role == CF_ROLE_WRITE_ONLY) {
+        if (!r->mk.has_pub || !r->mk.has_index) {
+            cf_error_set(CF_EUNSUPPORTED, 0, "this repository's keys predate write-only keys");
+            cf_error_hint("create a new repository and copy the snapshots to it to use them");
+            return CF_EUNSUPPORTED;
+        }
+        cf_master_key wo;
+        cf_master__write_only(&wo, &r->mk);
+        int rc = cf_keys__create(r->st, &wo, cred, role, out_id);
+        cf_wipe(&wo, sizeof(wo));
+        return rc;
+    }
+    if (!cf_master__can_read(&r->mk))
+        return cf_error_set(CF_EPERM, 0, "a write-only key cannot add keys that read");
     return cf_keys__create(r->st, &r->mk, cred, role, out_id);
 }
 

@@ -36,17 +36,35 @@ int cf_repo__seal_object(cf_buf *out, const cf_repo *r, uint8_t type, const void
     hdr[6] = (uint8_t)algo;
     hdr[7] = 0;
     cf_le32_put(hdr + 8, (uint32_t)len);
-    cf_le32_put(hdr + 12, r->mk.gen);
     if ((rc = cf_random_bytes(hdr + 16, 16)))
         goto out;
-    cf_kdf(key, r->mk.data, "coffer object key", hdr + 16, 16);
-    if ((rc = cf_buf_reserve(out, OBJ_HEADER + plen + CF_SEAL_OVERHEAD)))
+    /* index files and locks: the index key, which write-only keys hold too; everything else:
+     * the data key, or for a write-only key a random key boxed to the repository's public key */
+    uint8_t box[CF_BOX_LEN];
+    size_t boxlen = 0;
+    if ((type == CF_OBJ_INDEX || type == CF_OBJ_LOCK) && r->mk.has_index) {
+        cf_le32_put(hdr + 12, CF_GEN_INDEX);
+        cf_kdf(key, r->mk.index, "coffer object key", hdr + 16, 16);
+    } else if (cf_master__can_read(&r->mk)) {
+        cf_le32_put(hdr + 12, r->mk.gen);
+        cf_kdf(key, r->mk.data, "coffer object key", hdr + 16, 16);
+    } else {
+        cf_le32_put(hdr + 12, CF_GEN_BOX);
+        if ((rc = cf_random_bytes(key, sizeof(key))) || (rc = cf_box_seal(box, r->mk.pub, key)))
+            goto out;
+        boxlen = CF_BOX_LEN;
+    }
+    if ((rc = cf_buf_reserve(out, OBJ_HEADER + boxlen + plen + CF_SEAL_OVERHEAD)))
         goto out;
-    memcpy(out->data + out->len, hdr, OBJ_HEADER);
-    rc = cf_aead_seal(out->data + out->len + OBJ_HEADER, key, hdr, OBJ_HEADER, payload, plen);
+    uint8_t *dst = out->data + out->len;
+    memcpy(dst, hdr, OBJ_HEADER);
+    if (boxlen)
+        memcpy(dst + OBJ_HEADER, box, boxlen);
+    /* the header and the box are the associated data */
+    rc = cf_aead_seal(dst + OBJ_HEADER + boxlen, key, dst, OBJ_HEADER + boxlen, payload, plen);
     if (rc)
         goto out;
-    out->len += OBJ_HEADER + plen + CF_SEAL_OVERHEAD;
+    out->len += OBJ_HEADER + boxlen + plen + CF_SEAL_OVERHEAD;
 out:
     cf_wipe(key, sizeof(key));
     free(tmp);
@@ -67,25 +85,44 @@ int cf_repo__open_object(cf_buf *out, const cf_repo *r, uint8_t type, const uint
                             data[5], type);
     uint64_t raw_len = cf_le32_get(data + 8);
     uint32_t gen = cf_le32_get(data + 12);
-    size_t plen = len - OBJ_HEADER - CF_SEAL_OVERHEAD;
+    size_t head = OBJ_HEADER;
     if (raw_len > OBJ_MAX)
         return cf_error_set(CF_ECORRUPT, 0, "'%s' is damaged: length %llu out of range", name,
                             (unsigned long long)raw_len);
-    const uint8_t *dk = cf_master__data_key(&r->mk, gen);
-    if (!dk) {
-        cf_repo__note_unknown_generation((cf_repo *)(uintptr_t)r, gen);
-        return cf_error_set(CF_ECORRUPT, 0,
-                            "'%s' names data key generation %u, which this key does not hold "
-                            "(damaged, or sealed by a newer key)",
-                            name, gen);
+    if (gen == CF_GEN_INDEX) {
+        if (!r->mk.has_index)
+            return cf_error_set(CF_ECORRUPT, 0, "'%s' is sealed with an index key this key does "
+                                "not hold", name);
+        cf_kdf(key, r->mk.index, "coffer object key", data + 16, 16);
+    } else if (gen == CF_GEN_BOX) {
+        if (!r->mk.has_priv)
+            return cf_error_set(CF_EPERM, 0, "'%s' can only be read with an admin key: this key "
+                                "is write-only", name);
+        if (len < OBJ_HEADER + CF_BOX_LEN + CF_SEAL_OVERHEAD ||
+            cf_box_open(key, r->mk.priv, r->mk.pub, data + OBJ_HEADER))
+            return cf_error_set(CF_ECORRUPT, 0, "'%s' is damaged: its key box does not open", name);
+        head += CF_BOX_LEN;
+    } else {
+        const uint8_t *dk = cf_master__data_key(&r->mk, gen);
+        if (!dk && !cf_master__can_read(&r->mk))
+            return cf_error_set(CF_EPERM, 0, "'%s' can only be read with an admin key: this key "
+                                "is write-only", name);
+        if (!dk) {
+            cf_repo__note_unknown_generation((cf_repo *)(uintptr_t)r, gen);
+            return cf_error_set(CF_ECORRUPT, 0,
+                                "'%s' names data key generation %u, which this key does not hold "
+                                "(damaged, or sealed by a newer key)",
+                                name, gen);
+        }
+        cf_kdf(key, dk, "coffer object key", data + 16, 16);
     }
-    cf_kdf(key, dk, "coffer object key", data + 16, 16);
+    size_t plen = len - head - CF_SEAL_OVERHEAD;
     plain = cf_malloc(plen);
     if (!plain) {
         rc = CF_ENOMEM;
         goto out;
     }
-    rc = cf_aead_open(plain, key, data, OBJ_HEADER, data + OBJ_HEADER, len - OBJ_HEADER);
+    rc = cf_aead_open(plain, key, data, head, data + head, len - head);
     if (rc) {
         rc = cf_error_set(CF_ECORRUPT, 0, "'%s' is damaged: authentication failed", name);
         goto out;

@@ -37,11 +37,29 @@ static void blob_aad(uint8_t aad[BLOB_AAD], const cf_id *id, uint8_t type, uint8
     cf_le32_put(aad + 34, raw_len);
 }
 
-/* The key of a pack from its prefix (generation and salt). */
+size_t cf_pack__prefix_len(const uint8_t *prefix)
+{
+    return cf_le32_get(prefix + 8) == CF_GEN_BOX ? CF_PACK_PREFIX_MAX : PACK_PREFIX;
+}
+
+/* The key of a pack from its prefix (generation and salt, and the key box of packs written
+ * by a write-only key). */
 static int pack_key(uint8_t key[CF_KEY_LEN], const cf_repo *r, const uint8_t *prefix,
                     const char *name)
 {
     uint32_t gen = cf_le32_get(prefix + 8);
+    if (gen == CF_GEN_BOX) {
+        if (!r->mk.has_priv)
+            return cf_error_set(CF_EPERM, 0, "pack '%s' can only be read with an admin key: this "
+                                "key is write-only", name);
+        if (cf_box_open(key, r->mk.priv, r->mk.pub, prefix + PACK_PREFIX))
+            return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: its key box does not open",
+                                name);
+        return 0;
+    }
+    if (!cf_master__can_read(&r->mk))
+        return cf_error_set(CF_EPERM, 0, "pack '%s' can only be read with an admin key: this key "
+                            "is write-only", name);
     const uint8_t *dk = cf_master__data_key(&r->mk, gen);
     if (!dk) {
         cf_repo__note_unknown_generation((cf_repo *)(uintptr_t)r, gen);
@@ -113,12 +131,22 @@ static int writer_start(cf_pack_writer *w, const cf_repo *r)
     memcpy(prefix, PACK_MAGIC, 4);
     prefix[4] = 1;
     prefix[5] = prefix[6] = prefix[7] = 0;
-    cf_le32_put(prefix + 8, r->mk.gen);
     int rc = cf_random_bytes(prefix + 12, 16);
     if (rc)
         return rc;
-    if ((rc = pack_key(w->key, r, prefix, "new pack")))
-        return rc;
+    if (cf_master__can_read(&r->mk)) {
+        cf_le32_put(prefix + 8, r->mk.gen);
+        w->prefix_len = PACK_PREFIX;
+        if ((rc = pack_key(w->key, r, prefix, "new pack")))
+            return rc;
+    } else {
+        /* write-only: a random pack key, readable only with the repository's private key */
+        cf_le32_put(prefix + 8, CF_GEN_BOX);
+        w->prefix_len = CF_PACK_PREFIX_MAX;
+        if ((rc = cf_random_bytes(w->key, CF_KEY_LEN)) ||
+            (rc = cf_box_seal(prefix + PACK_PREFIX, r->mk.pub, w->key)))
+            return rc;
+    }
     cf_buf_reset(&w->buf);
     cf_buf_reset(&w->header);
     w->count = 0;
@@ -137,14 +165,14 @@ static int writer_start(cf_pack_writer *w, const cf_repo *r)
                                 "unable to create pack spool file '%s': %s", w->tmp,
                                 strerror(errno));
         w->len = 0;
-        return spool_write(w, prefix, PACK_PREFIX);
+        return spool_write(w, prefix, w->prefix_len);
     }
     /* room for a full pack and the blob that overflows it, reserved once: growing by
      * doubling would copy the pack and leave twice its size allocated */
     if (w->buf.cap == 0 && (rc = cf_buf_reserve(&w->buf, (size_t)r->cfg.pack_size +
                                                              r->cfg.chunk.max + 65536)))
         return rc;
-    return cf_buf_append(&w->buf, prefix, PACK_PREFIX);
+    return cf_buf_append(&w->buf, prefix, w->prefix_len);
 }
 
 /* Seal the header and store the pack (no lock held), then register it and point its blobs'
@@ -179,7 +207,7 @@ int cf_pack__writer_finish(cf_repo *r, cf_pack_writer *w)
         cf_le32_put(trailer, (uint32_t)sealed_len);
         memcpy(trailer + 4, PACK_END_MAGIC, 4);
         if ((rc = cf_buf_reserve(&w->buf, sealed_len)) ||
-            (rc = cf_aead_seal(w->buf.data, w->key, w->prefix, PACK_PREFIX, hdr.data, hdr.len)) ||
+            (rc = cf_aead_seal(w->buf.data, w->key, w->prefix, w->prefix_len, hdr.data, hdr.len)) ||
             (rc = spool_write(w, w->buf.data, sealed_len)) ||
             (rc = spool_write(w, trailer, sizeof(trailer)))) {
             cf_sha256_free(keep);
@@ -213,7 +241,7 @@ int cf_pack__writer_finish(cf_repo *r, cf_pack_writer *w)
         size_t before = w->buf.len;
         if ((rc = cf_buf_reserve(&w->buf, sealed_len + PACK_TRAILER)))
             goto out;
-        rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, w->buf.data, PACK_PREFIX, hdr.data,
+        rc = cf_aead_seal(w->buf.data + w->buf.len, w->key, w->buf.data, w->prefix_len, hdr.data,
                           hdr.len);
         if (rc)
             goto out;
@@ -505,11 +533,12 @@ out:
 
 /* The prefix (magic, version, generation, salt) of pack number no, from the cache or
  * storage. */
-static int pack_prefix(cf_repo *r, uint32_t no, const char *path, uint8_t out[CF_PACK_PREFIX])
+static int pack_prefix(cf_repo *r, uint32_t no, const char *path,
+                       uint8_t out[CF_PACK_PREFIX_MAX])
 {
     pthread_mutex_lock(&r->mu);
-    if (no < r->nsalts && r->salts[no][CF_PACK_PREFIX]) {
-        memcpy(out, r->salts[no], CF_PACK_PREFIX);
+    if (no < r->nsalts && r->salts[no][CF_PACK_PREFIX_MAX]) {
+        memcpy(out, r->salts[no], CF_PACK_PREFIX_MAX);
         pthread_mutex_unlock(&r->mu);
         return 0;
     }
@@ -523,12 +552,20 @@ static int pack_prefix(cf_repo *r, uint32_t no, const char *path, uint8_t out[CF
         free(pre);
         return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad prefix", path);
     }
+    memset(out, 0, CF_PACK_PREFIX_MAX);
     memcpy(out, pre, CF_PACK_PREFIX);
     free(pre);
+    if (cf_pack__prefix_len(out) > CF_PACK_PREFIX) {
+        /* the key box of a pack written by a write-only key */
+        if ((rc = cf_storage_get(r->st, path, 0, CF_PACK_PREFIX_MAX, &pre, &n)))
+            return rc;
+        memcpy(out, pre, n < CF_PACK_PREFIX_MAX ? n : CF_PACK_PREFIX_MAX);
+        free(pre);
+    }
     pthread_mutex_lock(&r->mu);
     if (no >= r->nsalts) {
         size_t ncap = r->index.npacks > no ? r->index.npacks : (size_t)no + 1;
-        uint8_t (*ns)[CF_PACK_PREFIX + 1] = realloc(r->salts, ncap * sizeof(*ns));
+        uint8_t (*ns)[CF_PACK_PREFIX_MAX + 1] = realloc(r->salts, ncap * sizeof(*ns));
         if (ns) {
             memset(ns + r->nsalts, 0, (ncap - r->nsalts) * sizeof(*ns));
             r->salts = ns;
@@ -536,8 +573,8 @@ static int pack_prefix(cf_repo *r, uint32_t no, const char *path, uint8_t out[CF
         }
     }
     if (no < r->nsalts) {
-        memcpy(r->salts[no], out, CF_PACK_PREFIX);
-        r->salts[no][CF_PACK_PREFIX] = 1;
+        memcpy(r->salts[no], out, CF_PACK_PREFIX_MAX);
+        r->salts[no][CF_PACK_PREFIX_MAX] = 1;
     }
     pthread_mutex_unlock(&r->mu);
     return 0;
@@ -579,7 +616,7 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
     if (e.type != type)
         return cf_error_set(CF_ECORRUPT, 0, "blob %.16s has type %u, expected %u", hex, e.type, type);
     cf_pack__path(path, &pack);
-    uint8_t prefix[CF_PACK_PREFIX];
+    uint8_t prefix[CF_PACK_PREFIX_MAX];
     uint8_t *sealed = NULL;
     size_t n2 = 0;
     int rc = pack_prefix(r, e.pack, path, prefix);
@@ -620,7 +657,10 @@ int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *
     if (pack[4] != 1)
         return cf_error_set(CF_EUNSUPPORTED, 0, "pack '%s' has unsupported version %u", name, pack[4]);
     uint32_t hlen = cf_le32_get(pack + len - 8);
-    if (hlen < CF_SEAL_OVERHEAD + 4 || hlen > len - PACK_PREFIX - PACK_TRAILER)
+    size_t plen_pre = cf_pack__prefix_len(pack);
+    if (plen_pre > PACK_PREFIX && len < plen_pre + CF_SEAL_OVERHEAD + 4 + PACK_TRAILER)
+        return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: truncated", name);
+    if (hlen < CF_SEAL_OVERHEAD + 4 || hlen > len - plen_pre - PACK_TRAILER)
         return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad header length", name);
     size_t hstart = len - PACK_TRAILER - hlen;
     if ((rc = pack_key(key, r, pack, name)))
@@ -630,7 +670,7 @@ int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *
         rc = CF_ENOMEM;
         goto out;
     }
-    if (cf_aead_open(plain, key, pack, PACK_PREFIX, pack + hstart, hlen)) {
+    if (cf_aead_open(plain, key, pack, plen_pre, pack + hstart, hlen)) {
         rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: header authentication failed", name);
         goto out;
     }
@@ -653,7 +693,7 @@ int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *
         list[i].length = cf_le32_get(e + 8);
         list[i].raw_len = cf_le32_get(e + 12);
         memcpy(list[i].id.b, e + 16, 32);
-        if (list[i].offset < PACK_PREFIX || list[i].length < CF_SEAL_OVERHEAD ||
+        if (list[i].offset < plen_pre || list[i].length < CF_SEAL_OVERHEAD ||
             (uint64_t)list[i].offset + list[i].length > hstart) {
             rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: entry %u out of range", name, i);
             goto out;

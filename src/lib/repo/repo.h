@@ -39,7 +39,24 @@ typedef struct {
     uint32_t ngens;            /* every generation still readable, the current one included */
     uint32_t gen_ids[CF_MAX_GENERATIONS];
     uint8_t gen_keys[CF_MAX_GENERATIONS][CF_KEY_LEN];
+    /* version 2 bundles: an index key (index files and locks, which write-only keys read for
+     * deduplication) and the repository's X25519 key pair (what write-only keys seal to) */
+    bool has_index, has_priv, has_pub;
+    uint8_t index[CF_KEY_LEN];
+    uint8_t priv[32], pub[32];
 } cf_master_key;
+
+/* Generation markers in pack prefixes and object headers: sealed with the index key, or with
+ * a random key boxed to the repository's public key (written by a write-only key). */
+#define CF_GEN_INDEX 0xFFFFFFFEu
+#define CF_GEN_BOX 0xFFFFFFFFu
+/* A pack written by a write-only key has a CF_BOX_LEN key box after its 28-byte prefix. */
+#define CF_PACK_PREFIX_MAX (28 + 92)
+
+/* True when this key can read data (holds data keys), false for a write-only key. */
+static inline bool cf_master__can_read(const cf_master_key *mk) { return mk->ngens > 0; }
+/* The bundle a write-only slot holds: no data keys, no private key. */
+void cf_master__write_only(cf_master_key *out, const cf_master_key *mk);
 
 /* A new master key: random mac key, generation 0 with a random data key. */
 int cf_master__generate(cf_master_key *mk);
@@ -152,7 +169,8 @@ typedef struct {
     cf_buf header;           /* header entries */
     cf_buf scratch;          /* compression output */
     uint32_t count;
-    uint8_t prefix[28];      /* CF_PACK_PREFIX bytes: the header's associated data */
+    uint8_t prefix[120];     /* CF_PACK_PREFIX_MAX: the header's associated data */
+    size_t prefix_len;       /* 28, or 120 with a key box (written by a write-only key) */
     /* spooled packs are built in a temporary file instead of buf (which then only stages
      * one sealed blob): memory stays small whatever the pack size */
     int fd;                  /* -1: building in memory */
@@ -268,8 +286,8 @@ struct cf_repo {
     bool reload_index;       /* the next lock reloads the whole index from storage */
     double last_checkpoint;  /* when an index checkpoint was last written */
     char spool[4096];        /* where packs are built ("" : in memory) */
-    uint8_t (*salts)[CF_PACK_PREFIX + 1]; size_t nsalts; /* pack prefixes by pack number;
-                                                             [CF_PACK_PREFIX] = known */
+    uint8_t (*salts)[CF_PACK_PREFIX_MAX + 1]; size_t nsalts; /* pack prefixes by pack number;
+                                                                 [CF_PACK_PREFIX_MAX] = known */
 };
 
 /* Sealed objects: index, snapshot, lock documents. */
@@ -333,8 +351,10 @@ typedef struct {
 } cf_pack_entry;
 int cf_pack__read_header(cf_pack_entry **out, size_t *out_count, const cf_repo *r,
                          const uint8_t *pack, size_t len, const char *name);
-/* Decrypt and decompress one blob found in a pack whose first CF_PACK_PREFIX bytes are prefix:
- * appends plaintext to out. */
+/* Length of a pack's prefix from its first CF_PACK_PREFIX bytes (28, or 120 with a key box). */
+size_t cf_pack__prefix_len(const uint8_t *prefix);
+/* Decrypt and decompress one blob found in a pack whose prefix (cf_pack__prefix_len bytes) is
+ * prefix: appends plaintext to out. */
 int cf_pack__open_blob(cf_buf *out, const cf_repo *r, const uint8_t *prefix,
                        const cf_pack_entry *e, const uint8_t *sealed, const char *name);
 /* The data key generation a pack is sealed under (reads its prefix). */

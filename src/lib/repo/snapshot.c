@@ -296,6 +296,12 @@ int cf_snapshot_list(cf_snapshot ***out, size_t *out_count, cf_repo *repo,
     cf_buf_init(&b, 0);
     *out = NULL;
     *out_count = 0;
+    if (!cf_master__can_read(&repo->mk)) {
+        cf_error_set(CF_EPERM, 0, "key slot %.8s is write-only: it cannot list or read snapshots",
+                     repo->slot_id);
+        cf_error_hint("use an admin or append-only key to list, restore or check");
+        return CF_EPERM;
+    }
     int rc = cf_storage_list(repo->st, "snapshots/", collect, &l);
     if (rc)
         goto out;

@@ -651,9 +651,9 @@ static int az_remove(void *self, const char *name)
     if (rc == 0 && (rc = req_do(&r, "remove", name, NULL, 0, false, 0, &resp)) == 0) {
         if (resp.status == 202 || resp.status == 200 || resp.status == 204)
             rc = 0;
+        else if (blob_missing(&resp) && resp.attempts > 1)
+            rc = 0; /* an earlier attempt, whose answer was lost, deleted it */
         else if (blob_missing(&resp))
-            /* After a retry whose first attempt may have deleted it, the blob is gone either
-             * way; report what the server says. */
             rc = not_found(a, name);
         else
             rc = az_fail(a, "remove", name, &resp);

@@ -126,7 +126,8 @@ int cf_azure_string_to_sign(char **out, const cf_azure_sign_input *in)
         if (!h[nh - 1].name || !h[nh - 1].value)
             goto nomem;
     }
-    qsort(h, nh, sizeof(*h), cmp_pair);
+    if (nh > 1)
+        qsort(h, nh, sizeof(*h), cmp_pair);
     for (size_t i = 0; i < nh; i++)
         if (cf_buf_printf(&b, "%s:%s\n", h[i].name, h[i].value))
             goto nomem;
@@ -143,7 +144,8 @@ int cf_azure_string_to_sign(char **out, const cf_azure_sign_input *in)
         if (!q[nq - 1].name || !q[nq - 1].value)
             goto nomem;
     }
-    qsort(q, nq, sizeof(*q), cmp_pair);
+    if (nq > 1)
+        qsort(q, nq, sizeof(*q), cmp_pair);
     for (size_t i = 0; i < nq; i++) {
         bool same = i > 0 && strcmp(q[i].name, q[i - 1].name) == 0;
         if (same ? cf_buf_printf(&b, ",%s", q[i].value)
