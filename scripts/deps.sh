@@ -4,7 +4,7 @@
 # Usage: scripts/deps.sh [--bench]   (--bench also installs restic and BorgBackup)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libssl-dev libzstd-dev libjansson-dev libcmocka-dev
-      libcurl4-openssl-dev libssh2-1-dev attr acl time python3
+      libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev sqlite3 attr acl time python3
       openssh-server openssh-client postgresql postgresql-client)
 # node and npm run the S3 and Azure test servers; the machine image usually has them
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
