@@ -139,7 +139,7 @@ void cf_cache__prune(const cf_repo *r, const char *dir, bool (*exists)(const cha
             continue;
         if (!exists(de->d_name, payload)) {
             char f[4400];
-            snprintf(f, sizeof(f), "%s/%s", path, de->d_name);
+            snprintf(f, sizeof(f), "%.4300s/%.64s", path, de->d_name);
             unlink(f);
         }
     }

@@ -103,7 +103,8 @@ int cf_azure_string_to_sign(char **out, const cf_azure_sign_input *in)
         goto nomem;
     for (size_t i = 0; i < sizeof(std_headers) / sizeof(std_headers[0]); i++) {
         if (!std_headers[i]) {
-            if (in->content_length && cf_buf_printf(&b, "%llu", (unsigned long long)in->content_length))
+            if (in->content_length &&
+                cf_buf_printf(&b, "%llu", (unsigned long long)in->content_length))
                 goto nomem;
         } else {
             const char *v = find_header(in, std_headers[i]);
