@@ -91,6 +91,11 @@ cf_key_role cf_repo_role(const cf_repo *repo);
 int cf_key_remove(cf_repo *repo, const char *id);
 /* Replace the slot in use by one for cred (a new password or key). */
 int cf_key_passwd(cf_repo *repo, const cf_credential *cred, char out_id[65]);
+/* How many packs are sealed under each data key generation (reads every pack's prefix: one
+ * small read per pack). gens/counts have room for max entries; *n gets the number used.
+ * Packs written by write-only keys are counted under generation 0xFFFFFFFF. */
+int cf_key_generation_usage(cf_repo *repo, uint32_t *gens, uint64_t *counts, size_t max,
+                            size_t *n);
 /* Rotate: start a new data key generation for everything written from now on, and replace
  * the slot in use by one for cred holding every generation. Nothing is re-uploaded; other
  * slots keep the generations they had (they read old data but not new) until removed. */

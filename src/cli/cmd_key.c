@@ -14,7 +14,7 @@ static void print_gens(const cf_key_info *k)
         printf("%s%u", i ? "," : "", k->generations[i]);
 }
 
-static int key_list(cf_repo *repo)
+static int key_list(cf_repo *repo, bool packs)
 {
     cf_key_info *v = NULL;
     size_t n = 0;
@@ -56,12 +56,34 @@ static int key_list(cf_repo *repo)
         printf("* = the key in use\n");
     }
     free(v);
+    if (packs) {
+        uint32_t gens[CF_KEY_INFO_MAX_GENS + 1];
+        uint64_t counts[CF_KEY_INFO_MAX_GENS + 1];
+        size_t ng = 0;
+        int urc = cf_key_generation_usage(repo, gens, counts, CF_KEY_INFO_MAX_GENS + 1, &ng);
+        if (urc)
+            return cli_fail(urc);
+        json_t *arr = g.json ? json_array() : NULL;
+        for (size_t i = 0; i < ng; i++) {
+            if (g.json)
+                json_array_append_new(arr, json_pack("{s:I, s:I}", "generation",
+                                                     (json_int_t)gens[i], "packs",
+                                                     (json_int_t)counts[i]));
+            else if (gens[i] == 0xFFFFFFFFu)
+                printf("packs written by write-only keys: %llu\n", (unsigned long long)counts[i]);
+            else
+                printf("packs sealed under generation %u: %llu\n", gens[i],
+                       (unsigned long long)counts[i]);
+        }
+        if (g.json)
+            cli_print_json(json_pack("{s:o}", "packs_by_generation", arr));
+    }
     return 0;
 }
 
 int cmd_key(int argc, char **argv)
 {
-    enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF, O_APPEND, O_WO };
+    enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF, O_APPEND, O_WO, O_PACKS };
     static const struct option opts[] = {
         CLI_COMMON_OPTIONS,
         {"new-password-file", required_argument, NULL, O_NPWF},
@@ -70,10 +92,12 @@ int cmd_key(int argc, char **argv)
         {"kdf-log-n", required_argument, NULL, O_KDF},
         {"append-only", no_argument, NULL, O_APPEND},
         {"write-only", no_argument, NULL, O_WO},
+        {"packs", no_argument, NULL, O_PACKS},
         {NULL, 0, NULL, 0},
     };
     unsigned kdf = 0;
     cf_key_role role = CF_ROLE_ADMIN;
+    bool packs = false;
     int c;
     optind = 0;
     opterr = 0;
@@ -89,6 +113,7 @@ int cmd_key(int argc, char **argv)
         case O_NKC: g.new_key_command = optarg; break;
         case O_APPEND: role = CF_ROLE_APPEND; break;
         case O_WO: role = CF_ROLE_WRITE_ONLY; break;
+        case O_PACKS: packs = true; break;
         case O_KDF: {
             char *end;
             unsigned long v = strtoul(optarg, &end, 10);
@@ -115,7 +140,7 @@ int cmd_key(int argc, char **argv)
     if (rc)
         return rc;
     if (strcmp(sub, "list") == 0) {
-        rc = key_list(repo);
+        rc = key_list(repo, packs);
     } else if (strcmp(sub, "remove") == 0) {
         int krc = cf_key_remove(repo, argv[optind + 1]);
         if (krc)

@@ -184,10 +184,14 @@ int cli_cred_get(cli_cred *out, bool confirm, bool is_new)
                                                     : getenv("COFFER_PASSWORD_COMMAND"));
     const char *penv = getenv(is_new ? "COFFER_NEW_PASSWORD" : "COFFER_PASSWORD");
     size_t len = 0;
-    if (kfile)
-        return key_from(out, read_file(kfile, &len, "key file"), len, kfile);
-    if (kcmd)
-        return key_from(out, run_command(kcmd, &len, "key command"), len, "the key command");
+    if (kfile) {
+        char *text = read_file(kfile, &len, "key file");
+        return text ? key_from(out, text, len, kfile) : 1;
+    }
+    if (kcmd) {
+        char *text = run_command(kcmd, &len, "key command");
+        return text ? key_from(out, text, len, "the key command") : 1;
+    }
     if (kenv)
         return key_from(out, strdup(kenv), strlen(kenv), is_new ? "COFFER_NEW_KEY" : "COFFER_KEY");
     char *pw = NULL;

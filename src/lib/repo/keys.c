@@ -40,7 +40,7 @@ int cf_repo__require_admin(const cf_repo *r, const char *what)
     if (r->role == CF_ROLE_ADMIN)
         return 0;
     cf_error_set(CF_EPERM, 0, "%s needs an admin key: key slot %.8s is %s", what, r->slot_id,
-                 role_name(r->role));
+                 r->role == CF_ROLE_APPEND ? "append-only" : role_name(r->role));
     cf_error_hint("open the repository with an admin key for this operation");
     return CF_EPERM;
 }
@@ -635,5 +635,36 @@ int cf_key_rotate(cf_repo *r, const cf_credential *cred, char out_id[65], uint32
     if (rc == 0 && out_gen)
         *out_gen = next;
     cf_wipe(&mk, sizeof(mk));
+    return rc;
+}
+
+int cf_key_generation_usage(cf_repo *r, uint32_t *gens, uint64_t *counts, size_t max, size_t *n)
+{
+    *n = 0;
+    int rc = cf_repo_lock(r, CF_LOCK_SHARED); /* also brings the index up to date */
+    if (rc)
+        return rc;
+    for (size_t i = 0; i < r->index.npacks && rc == 0; i++) {
+        uint32_t gen = 0;
+        rc = cf_repo__pack_generation(r, &r->index.packs[i], &gen);
+        if (rc == CF_ENOTFOUND || rc == CF_ECORRUPT) {
+            rc = 0; /* missing or damaged packs are check's business */
+            continue;
+        }
+        if (rc)
+            break;
+        size_t k = 0;
+        while (k < *n && gens[k] != gen)
+            k++;
+        if (k == *n) {
+            if (*n == max)
+                continue;
+            gens[k] = gen;
+            counts[k] = 0;
+            (*n)++;
+        }
+        counts[k]++;
+    }
+    cf_repo_unlock(r);
     return rc;
 }

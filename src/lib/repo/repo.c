@@ -2,7 +2,9 @@
  * repo.c - creating, opening and closing a repository: config, key slots, index loading,
  * warnings, statistics and the debugging `cat`.
  */
+#include <errno.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -240,6 +242,27 @@ int cf_repo_open(cf_repo **out, const char *url, const char *password)
     return cf_repo_open_cred(out, url, &cred);
 }
 
+/* The handle holds the key bundle: it lives in pages of its own, locked out of core dumps
+ * (MADV_DONTDUMP) and wiped before they are returned. */
+static cf_repo *repo_alloc(void)
+{
+    size_t size = (sizeof(cf_repo) + 4095) & ~(size_t)4095;
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        cf_error_set(CF_ENOMEM, errno, "out of memory for a repository handle");
+        return NULL;
+    }
+    (void)madvise(p, size, MADV_DONTDUMP); /* best effort: a kernel without it dumps */
+    return p; /* anonymous pages are zero-filled */
+}
+
+static void repo_free(cf_repo *r)
+{
+    size_t size = (sizeof(cf_repo) + 4095) & ~(size_t)4095;
+    cf_wipe(r, sizeof(*r));
+    munmap(r, size);
+}
+
 struct accept_ctx {
     cf_repo *r;
     const char *url;
@@ -261,7 +284,7 @@ int cf_repo_open_flags(cf_repo **out, const char *url, const cf_credential *cred
 {
     int rc;
     cf_buf raw;
-    cf_repo *r = cf_calloc(1, sizeof(*r));
+    cf_repo *r = repo_alloc();
     *out = NULL;
     if (!r)
         return CF_ENOMEM;
@@ -339,7 +362,7 @@ void cf_repo_close(cf_repo *r)
     cf_wipe(&r->mk, sizeof(r->mk));
     pthread_mutex_destroy(&r->mu);
     free(r->url);
-    free(r);
+    repo_free(r);
 }
 
 /* ------------------------------------------------------------------ stats */
