@@ -292,7 +292,8 @@ static int sq_replicate(int argc, char **argv)
         if (a.once)
             break;
         /* back off after repeated failures, up to a minute */
-        double wait = a.interval * (failures > 0 ? (double)(1 << (failures > 6 ? 6 : failures)) : 1);
+        int shift = failures > 6 ? 6 : failures;
+        double wait = a.interval * (failures > 0 ? (double)(1 << shift) : 1);
         if (wait > 60 && a.interval <= 60)
             wait = 60;
         sleep_interruptible(wait - (cf_mono_seconds() - t0));

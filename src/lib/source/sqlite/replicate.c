@@ -22,6 +22,7 @@
 #include "source/sqlite/sqlite_src.h"
 
 #define MAX_SHIP ((size_t)1 << 30) /* frames kept in memory for one object */
+#define CHECKPOINT_BYTES ((uint64_t)4 << 20) /* checkpoint a WAL longer than this */
 
 struct cf_sqlite_replicator {
     cf_repo *repo;
@@ -403,6 +404,23 @@ int cf_sqlite_replicator_step(cf_sqlite_replicator *r, cf_sqlite_step_result *ou
     if (present && !r->need_new[0] &&
         (rc = cf_sq__wal_scan(&sc, fd, r->wal_path, &h, after, ck, MAX_SHIP)))
         goto out;
+    /* a long WAL: back-fill it now, while nothing can commit and everything is collected,
+     * so the next writer may restart it (a new epoch of this generation) */
+    uint32_t end = sc.ncommits ? sc.last : after;
+    bool checkpointed = false;
+    if (present && !r->need_new[0] &&
+        (uint64_t)end * (CF_SQ_FRAME_HDR + h.page_size) >= CHECKPOINT_BYTES) {
+        if (r->rd_txn) {
+            sqlite3_exec(r->rd, "commit", NULL, NULL, NULL);
+            r->rd_txn = false;
+        }
+        int nlog = 0, nckpt = 0;
+        int s = sqlite3_wal_checkpoint_v2(r->rd, "main", SQLITE_CHECKPOINT_PASSIVE, &nlog, &nckpt);
+        checkpointed = s == SQLITE_OK && nlog == nckpt;
+        if (s != SQLITE_OK)
+            cf_sq__msg(r->o.on_message, r->o.payload, "warning: checkpoint of '%s' failed: %s",
+                       r->abs, sqlite3_errmsg(r->rd));
+    }
     /* hold a read transaction at the new end until the next step */
     if ((rc = rd_refresh(r)))
         goto out;
@@ -459,8 +477,9 @@ int cf_sqlite_replicator_step(cf_sqlite_replicator *r, cf_sqlite_step_result *ou
     res.lag_seconds = (double)(cf_now_ns() - t_obs) / 1e9;
     r->seq = ob.sequence;
     r->last_step_ns = t_obs;
-    cf_sq__msg(r->o.on_message, r->o.payload, "shipped %s: frames %u-%u, %u commits, %zu bytes",
-               name, sc.first, sc.last, sc.ncommits, obj.len);
+    cf_sq__msg(r->o.on_message, r->o.payload, "shipped %s: frames %u-%u, %u commits, %zu bytes%s",
+               name, sc.first, sc.last, sc.ncommits, obj.len,
+               checkpointed ? " (WAL checkpointed)" : "");
 done:
     if (present) {
         if (reset)

@@ -80,8 +80,8 @@ static int make_plan(plan *p, cf_repo *repo, const cf_sqlite_base_info *b, size_
         if (o->epoch == epoch && hdr)
             ok = o->salt1 == salt1 && o->salt2 == salt2 && o->first == last + 1 &&
                  o->cksum_in[0] == ck[0] && o->cksum_in[1] == ck[1];
-        else
-            ok = o->epoch == epoch + 1 && o->first == 1;
+        else /* the WAL restarted; restarts with nothing committed ship no object */
+            ok = o->epoch > epoch && o->first == 1;
         if (!ok || memcmp(o->base_id, b->snapshot_id, 64) != 0 ||
             (b->page_size && o->page_size != b->page_size)) {
             rc = cf_error_set(CF_ECORRUPT, 0, "shipped WAL frames '%s' do not follow the "

@@ -47,7 +47,7 @@ typedef struct {
 
 /* Read the valid frames of the WAL at fd after frame `after` (whose checksum is cksum[2]),
  * keeping those up to the last commit frame. The result may hold no frames. max: ceiling
- * for the bytes kept. */
+ * for the bytes kept; 0: find the end only, keep no frames. */
 int cf_sq__wal_scan(cf_sq__scan *out, int fd, const char *path, const cf_sq__walhdr *h,
                     uint32_t after, const uint32_t cksum[2], size_t max);
 /* The checksum stored in frame n's header (1-based); false when absent or not of this WAL

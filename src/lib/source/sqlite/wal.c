@@ -142,7 +142,7 @@ int cf_sq__wal_scan(cf_sq__scan *out, int fd, const char *path, const cf_sq__wal
             break;
         ck[0] = nck[0];
         ck[1] = nck[1];
-        if ((rc = cf_buf_append(&out->frames, fr, fsz))) {
+        if (max && (rc = cf_buf_append(&out->frames, fr, fsz))) {
             rc = cf_error_wrap(rc, "too many WAL frames to ship at once from '%s'", path);
             break;
         }
@@ -171,7 +171,8 @@ int cf_sq__wal_scan(cf_sq__scan *out, int fd, const char *path, const cf_sq__wal
 int cf_sq__obj_encode(cf_buf *b, const cf_sq__obj *o, const uint8_t *frames, size_t len)
 {
     int rc = 0;
-    if ((rc = cf_buf_append(b, CF_SQ_OBJ_MAGIC, 8)) || (rc = cf_buf_put_u32(b, CF_SQ_OBJ_VERSION)) ||
+    if ((rc = cf_buf_append(b, CF_SQ_OBJ_MAGIC, 8)) ||
+        (rc = cf_buf_put_u32(b, CF_SQ_OBJ_VERSION)) ||
         (rc = cf_buf_put_u32(b, o->page_size)) || (rc = cf_buf_append(b, o->generation, 16)) ||
         (rc = cf_buf_append(b, o->base_id, 64)) || (rc = cf_buf_put_u64(b, o->sequence)) ||
         (rc = cf_buf_put_u32(b, o->epoch)) || (rc = cf_buf_append(b, o->walhdr, CF_SQ_WAL_HDR)) ||
@@ -219,7 +220,8 @@ int cf_sq__obj_decode(cf_sq__obj *o, const uint8_t *data, size_t len, const char
     o->prev_time_ns = (int64_t)cf_rd_u64(&r);
     o->time_ns = (int64_t)cf_rd_u64(&r);
     if (r.err || memcmp(magic, CF_SQ_OBJ_MAGIC, 8) != 0)
-        return cf_error_set(CF_ECORRUPT, 0, "shipped WAL frames '%s' are damaged: bad header", name);
+        return cf_error_set(CF_ECORRUPT, 0, "shipped WAL frames '%s' are damaged: bad header",
+                            name);
     if (version != CF_SQ_OBJ_VERSION)
         return cf_error_set(CF_EUNSUPPORTED, 0, "shipped WAL frames '%s' have format version %u",
                             name, version);
