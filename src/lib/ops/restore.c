@@ -104,12 +104,13 @@ static bool all_zero(const uint8_t *p, size_t n)
     return memcmp(p, zero, n) == 0;
 }
 
-/* Is path selected by the include/exclude patterns? */
-static bool selected(const rctx *c, const char *path)
+/* Is path selected by the include/exclude patterns? inside_included: below a directory an
+ * include pattern selected, where everything is included. */
+static bool selected(const rctx *c, const char *path, bool inside_included)
 {
     if (cf_ops__match_any(c->o->excludes, path))
         return false;
-    if (!c->o->includes || !c->o->includes[0])
+    if (inside_included || !c->o->includes || !c->o->includes[0])
         return true;
     return cf_ops__match_any(c->o->includes, path);
 }
@@ -530,14 +531,16 @@ static void restore_special(rctx *c, int dirfd, const cf_node *n, const char *pa
         rreport(c, path, "unable to set mode: %s", strerror(errno));
     struct timespec ts[2] = {to_ts(n->atime ? n->atime : n->mtime), to_ts(n->mtime)};
     utimensat(dirfd, n->name, ts, AT_SYMLINK_NOFOLLOW);
+    pthread_mutex_lock(&c->mu);
     c->st.others++;
+    pthread_mutex_unlock(&c->mu);
 }
 
 /* Restore the children of tree id into dirfd. rel: path of dirfd relative to the target root
  * ("" at the root); spath: the snapshot path of the tree ("" for the root). Returns the number
  * of entries restored through *out_count. */
 static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, const cf_id *id,
-                        uint64_t *out_count)
+                        bool inside_included, uint64_t *out_count)
 {
     cf_tree t;
     int rc = cf_repo__load_tree(&t, c->r, id);
@@ -559,7 +562,7 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
             rc = CF_ENOMEM;
             break;
         }
-        bool sel = selected(c, sp);
+        bool sel = selected(c, sp, inside_included);
         if (n->type == CF_NODE_DIR) {
             if (cf_ops__match_any(c->o->excludes, sp))
                 goto next;
@@ -577,18 +580,12 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
             }
             uint64_t inner = 0;
             /* with includes, a selected directory restores all of its content */
-            const char *const *saved = c->o->includes;
-            cf_restore_opts tmp = *c->o;
-            const cf_restore_opts *orig = c->o;
-            if (sel && saved && saved[0]) {
-                tmp.includes = NULL;
-                c->o = &tmp;
-            }
-            rc = restore_tree(c, fd, rp, sp, &n->subtree, &inner);
-            c->o = orig;
+            rc = restore_tree(c, fd, rp, sp, &n->subtree, sel, &inner);
             if (rc == 0 && (inner > 0 || sel)) {
                 apply_meta_fd(c, fd, n, sp);
+                pthread_mutex_lock(&c->mu);
                 c->st.dirs++;
+                pthread_mutex_unlock(&c->mu);
                 (*out_count)++;
             }
             close(fd);
@@ -751,7 +748,7 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
         goto out;
     if (top.type == CF_NODE_DIR) {
         const char *sp = o->subpath && strcmp(o->subpath, "/") != 0 ? o->subpath : "";
-        rc = restore_tree(&c, c.rootfd, "", sp, &top.subtree, &count);
+        rc = restore_tree(&c, c.rootfd, "", sp, &top.subtree, false, &count);
     } else if (top.type == CF_NODE_FILE) {
         rc = restore_file(&c, c.rootfd, &top, top.name, o->subpath);
     } else {
