@@ -11,7 +11,7 @@ jobs=$(nproc 2>/dev/null || echo 2)
 # Remote drivers whose test servers must start: a skip of these fails the run. Databases
 # likewise.
 export COFFER_REQUIRE_DRIVERS="${COFFER_REQUIRE_DRIVERS-s3 sftp}"
-export COFFER_REQUIRE_DATABASES="${COFFER_REQUIRE_DATABASES-postgres}"
+export COFFER_REQUIRE_DATABASES="${COFFER_REQUIRE_DATABASES-postgres sqlite mariadb}"
 
 run_suite() {
   local preset=$1
@@ -26,5 +26,12 @@ run_suite() {
 run_suite dev
 if [ "${1:-}" != "--quick" ]; then
   run_suite asan
+  # the threaded code (pipeline, parallel restore and check) under ThreadSanitizer
+  echo "== build (tsan)"
+  cmake --preset tsan -DCOFFER_WERROR=ON >/dev/null
+  cmake --build build/tsan -j"$jobs"
+  echo "== test (tsan)"
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir build/tsan --output-on-failure -j"$jobs" -L unit
 fi
 echo "== all tests passed"
