@@ -342,6 +342,7 @@ typedef struct {
 
 typedef struct {
     uint64_t packs, packs_deleted, packs_repacked, packs_unindexed;
+    uint64_t packs_locked;  /* to delete, but the storage refused (retention): kept */
     uint64_t blobs, blobs_used, blobs_removed;
     uint64_t bytes_total, bytes_freed, bytes_repacked, bytes_unused_after;
     uint64_t index_files_written, index_files_deleted;

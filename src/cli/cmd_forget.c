@@ -84,19 +84,23 @@ static int run_prune(cf_repo *repo, const cf_prune_opts *po)
     if (rc)
         return cli_fail(rc);
     if (g.json) {
-        cli_print_json(json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
+        cli_print_json(json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f}",
                                  "message_type", "prune", "dry_run", po->dry_run, "packs",
                                  (json_int_t)st.packs, "packs_deleted", (json_int_t)st.packs_deleted,
                                  "packs_repacked", (json_int_t)st.packs_repacked, "blobs_removed",
                                  (json_int_t)st.blobs_removed, "bytes_total", (json_int_t)st.bytes_total,
                                  "bytes_freed", (json_int_t)st.bytes_freed, "bytes_repacked",
-                                 (json_int_t)st.bytes_repacked, "index_files_written",
+                                 (json_int_t)st.bytes_repacked, "packs_locked",
+                                 (json_int_t)st.packs_locked, "index_files_written",
                                  (json_int_t)st.index_files_written, "seconds", st.seconds));
     } else if (!g.quiet) {
         printf("%s %.1f MiB of %.1f MiB (%llu packs deleted, %llu repacked) in %.2f s\n",
                po->dry_run ? "would free" : "freed", (double)st.bytes_freed / 1048576.0,
                (double)st.bytes_total / 1048576.0, (unsigned long long)st.packs_deleted,
                (unsigned long long)st.packs_repacked, st.seconds);
+        if (st.packs_locked)
+            printf("%llu packs are under retention and were kept; a later prune removes them\n",
+                   (unsigned long long)st.packs_locked);
     }
     return 0;
 }
