@@ -5,6 +5,9 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <sys/mman.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -253,6 +256,9 @@ static cf_repo *repo_alloc(void)
         return NULL;
     }
     (void)madvise(p, size, MADV_DONTDUMP); /* best effort: a kernel without it dumps */
+#ifdef __SANITIZE_ADDRESS__
+    __lsan_register_root_region(p, size); /* what the handle points to is not leaked */
+#endif
     return p; /* anonymous pages are zero-filled */
 }
 
@@ -260,6 +266,9 @@ static void repo_free(cf_repo *r)
 {
     size_t size = (sizeof(cf_repo) + 4095) & ~(size_t)4095;
     cf_wipe(r, sizeof(*r));
+#ifdef __SANITIZE_ADDRESS__
+    __lsan_unregister_root_region(r, size);
+#endif
     munmap(r, size);
 }
 
