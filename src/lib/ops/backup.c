@@ -427,7 +427,6 @@ static int save_entry(bctx *c, cf_node *n, int dfd, const char *path, const char
             cf_tree__init(&empty);
             uint64_t added = 0;
             rc = cf_repo__save_tree(c->r, &empty, &n->subtree, &added);
-            c->st.bytes_added += added;
             if (rc)
                 return rc;
         } else {
@@ -565,7 +564,6 @@ static int save_dir(bctx *c, const char *path, const cf_id *old_tree, cf_id *out
     }
     uint64_t added = 0;
     rc = cf_repo__save_tree(c->r, &t, out_id, &added);
-    c->st.bytes_added += added;
 out:
     if (counted)
         c->depth--;
@@ -711,7 +709,6 @@ static int save_virtual(bctx *c, char **paths, size_t npaths, const char *prefix
     }
     uint64_t added = 0;
     rc = cf_repo__save_tree(c->r, &t, out_id, &added);
-    c->st.bytes_added += added;
 out:
     cf_tree__free(&t);
     cf_tree__free(&old);
@@ -755,7 +752,6 @@ static int save_stdin(bctx *c, cf_id *out_id)
     if ((rc = cf_tree__add(&t, &n)))
         goto out;
     rc = cf_repo__save_tree(c->r, &t, out_id, &added);
-    c->st.bytes_added += added;
 out:
     cf_node__free(&n);
     cf_tree__free(&t);

@@ -17,7 +17,6 @@ typedef struct {
     cf_check_stats st;
     cf_idset present;    /* packs in storage */
     cf_idset damaged;    /* packs found damaged by read-data */
-    cf_idset reported;   /* packs already reported missing */
     cf_idset good_trees; /* trees checked without problems */
     const char *snap_id;
     pthread_mutex_t mu; /* problem reporting, stats and the damaged set, during read-data */
@@ -270,7 +269,6 @@ int cf_check(cf_repo *r, const cf_check_opts *o, cf_check_stats *out_stats)
     c.o = o;
     cf_idset_init(&c.present);
     cf_idset_init(&c.damaged);
-    cf_idset_init(&c.reported);
     cf_idset_init(&c.good_trees);
     pthread_mutex_init(&c.mu, NULL);
     /* check what storage holds, not what was cached from it: the lock reloads the index */
@@ -348,7 +346,6 @@ out:
     cf_snapshot_list_free(snaps, nsnaps);
     cf_idset_free(&c.present);
     cf_idset_free(&c.damaged);
-    cf_idset_free(&c.reported);
     cf_idset_free(&c.good_trees);
     free(c.todo);
     pthread_mutex_destroy(&c.mu);

@@ -301,20 +301,37 @@ bool cf_index__remove(cf_index *ix, const cf_id *id)
 
 size_t cf_index__drop_pending(cf_index *ix)
 {
-    size_t dropped = 0;
+    /* collect first: removal shifts entries, so removing while scanning would skip some */
+    size_t n = 0;
+    for (size_t i = 0; i < ix->cap; i++)
+        n += ix->slots[i].used && ix->slots[i].pack == CF_INDEX_PENDING;
+    if (n == 0)
+        return 0;
+    cf_id *ids = malloc(n * sizeof(*ids));
+    size_t k = 0;
+    if (ids) {
+        for (size_t i = 0; i < ix->cap; i++)
+            if (ix->slots[i].used && ix->slots[i].pack == CF_INDEX_PENDING)
+                ids[k++] = ix->slots[i].id;
+        for (size_t i = 0; i < k; i++)
+            cf_index__remove(ix, &ids[i]);
+        free(ids);
+        return k;
+    }
+    /* no memory for the list: one at a time, rescanning after each removal */
     for (bool again = true; again;) {
         again = false;
         for (size_t i = 0; i < ix->cap; i++) {
             if (ix->slots[i].used && ix->slots[i].pack == CF_INDEX_PENDING) {
                 cf_id id = ix->slots[i].id;
                 cf_index__remove(ix, &id);
-                dropped++;
-                again = true; /* removal shifts entries: rescan from here is not enough */
+                k++;
+                again = true;
                 break;
             }
         }
     }
-    return dropped;
+    return k;
 }
 
 size_t cf_index__count(cf_index *ix)

@@ -96,7 +96,6 @@ static bool is_stale(const lock_info *l)
 static int write_lock(cf_repo *r, cf_lock_mode mode)
 {
     char host[256], hex[65], name[80];
-    uint8_t idb[16];
     if (gethostname(host, sizeof(host)) != 0)
         snprintf(host, sizeof(host), "unknown");
     host[sizeof(host) - 1] = '\0';
@@ -116,7 +115,6 @@ static int write_lock(cf_repo *r, cf_lock_mode mode)
     uint8_t h[32];
     cf_sha256(h, sealed.data, sealed.len);
     cf_hex_encode(hex, h, 32);
-    (void)idb;
     snprintf(name, sizeof(name), "locks/%s", hex);
     if ((rc = cf_storage_put(r->st, name, sealed.data, sealed.len, CF_PUT_EXCLUSIVE)))
         goto out;
