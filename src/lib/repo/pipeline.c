@@ -3,7 +3,9 @@
  * threads that compress, seal and append them to packs of their own (each worker has one
  * open data pack and one tree pack, each with its own key), storing full packs themselves so
  * that storage I/O overlaps other workers' CPU work. The producer (the backup walking the
- * source, reading, chunking and hashing) blocks when the queue is full.
+ * source, reading, chunking and hashing; one thread) hands blobs over in batches, so that a
+ * stream of small files costs one wake-up per batch rather than per blob, and blocks when
+ * the queue is full.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -18,6 +20,15 @@ typedef struct {
     size_t len;
 } job;
 
+/* A batch closes at this many blobs or bytes (a single larger blob makes a batch alone). */
+#define BATCH_JOBS 64
+#define BATCH_BYTES (1u << 20)
+
+typedef struct {
+    job jobs[BATCH_JOBS];
+    size_t n, bytes;
+} batch;
+
 typedef struct {
     struct cf_pipeline *p;
     unsigned no;
@@ -29,8 +40,9 @@ struct cf_pipeline {
     pthread_t *threads;
     worker *workers;
     unsigned n, started;
-    job *q;
+    batch **q;        /* queued batches */
     size_t cap, head, count;
+    batch *cur;       /* the producer's open batch */
     pthread_mutex_t mu;
     pthread_cond_t not_empty, not_full, idle;
     unsigned busy;
@@ -45,7 +57,7 @@ static void record_error(struct cf_pipeline *p, int rc)
     /* called with p->mu held */
     if (p->err)
         return;
-    p->err = rc;
+    __atomic_store_n(&p->err, rc, __ATOMIC_RELEASE);
     snprintf(p->errmsg, sizeof(p->errmsg), "%s", cf_error_last()->message);
 }
 
@@ -53,6 +65,15 @@ static int raise_error(struct cf_pipeline *p)
 {
     /* called with p->mu held: re-raise a worker's error in the calling thread */
     return cf_error_set(p->err, 0, "%s", p->errmsg);
+}
+
+static void batch_free(batch *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        free(b->jobs[i].data);
+    free(b);
 }
 
 static void *work(void *arg)
@@ -67,20 +88,25 @@ static void *work(void *arg)
             pthread_mutex_unlock(&p->mu);
             break;
         }
-        job j = p->q[p->head];
+        batch *b = p->q[p->head];
         p->head = (p->head + 1) % p->cap;
         p->count--;
         p->busy++;
-        bool failed = p->err != 0;
         pthread_cond_signal(&p->not_full);
         pthread_mutex_unlock(&p->mu);
 
         uint64_t added = 0;
         int rc = 0;
-        if (!failed)
-            rc = cf_pack__writer_add(p->r, &w->w[j.type == CF_BLOB_TREE ? 1 : 0], j.type, &j.id,
-                                     j.data, j.len, &added);
-        free(j.data);
+        for (size_t i = 0; i < b->n && rc == 0; i++) {
+            job *j = &b->jobs[i];
+            if (__atomic_load_n(&p->err, __ATOMIC_ACQUIRE))
+                break;
+            uint64_t a = 0;
+            rc = cf_pack__writer_add(p->r, &w->w[j->type == CF_BLOB_TREE ? 1 : 0], j->type,
+                                     &j->id, j->data, j->len, &a);
+            added += a;
+        }
+        batch_free(b);
 
         pthread_mutex_lock(&p->mu);
         p->busy--;
@@ -109,8 +135,8 @@ int cf_pipeline__start(cf_repo *r, unsigned n)
         return CF_ENOMEM;
     p->r = r;
     p->n = n;
-    p->cap = (size_t)n + 1; /* each queued blob is up to a chunk: keep few */
-    p->q = cf_calloc(p->cap, sizeof(job));
+    p->cap = (size_t)n + 1; /* each queued batch holds up to a chunk or 1 MiB: keep few */
+    p->q = cf_calloc(p->cap, sizeof(batch *));
     p->threads = cf_calloc(n, sizeof(pthread_t));
     p->workers = cf_calloc(n, sizeof(worker));
     if (!p->q || !p->threads || !p->workers) {
@@ -142,33 +168,56 @@ int cf_pipeline__start(cf_repo *r, unsigned n)
     return 0;
 }
 
-int cf_pipeline__submit(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
-                        uint64_t *out_added)
+/* Queue the producer's open batch (blocks while the queue is full). */
+static int push_batch(struct cf_pipeline *p)
 {
-    struct cf_pipeline *p = r->pipe;
-    *out_added = 0;
-    uint8_t *copy = cf_malloc(len ? len : 1);
-    if (!copy)
-        return CF_ENOMEM;
-    if (len)
-        memcpy(copy, data, len);
+    batch *b = p->cur;
+    if (!b)
+        return 0;
+    p->cur = NULL;
     pthread_mutex_lock(&p->mu);
     while (p->count == p->cap && !p->err)
         pthread_cond_wait(&p->not_full, &p->mu);
     if (p->err) {
         int rc = raise_error(p);
         pthread_mutex_unlock(&p->mu);
-        free(copy);
+        batch_free(b);
         return rc;
     }
-    job *j = &p->q[(p->head + p->count) % p->cap];
+    p->q[(p->head + p->count) % p->cap] = b;
+    p->count++;
+    pthread_cond_signal(&p->not_empty);
+    pthread_mutex_unlock(&p->mu);
+    return 0;
+}
+
+int cf_pipeline__submit(cf_repo *r, uint8_t type, const cf_id *id, const void *data, size_t len,
+                        uint64_t *out_added)
+{
+    struct cf_pipeline *p = r->pipe;
+    *out_added = 0;
+    if (__atomic_load_n(&p->err, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&p->mu);
+        int rc = raise_error(p);
+        pthread_mutex_unlock(&p->mu);
+        return rc;
+    }
+    if (!p->cur && !(p->cur = cf_calloc(1, sizeof(batch))))
+        return CF_ENOMEM;
+    uint8_t *copy = cf_malloc(len ? len : 1);
+    if (!copy)
+        return CF_ENOMEM;
+    if (len)
+        memcpy(copy, data, len);
+    batch *b = p->cur;
+    job *j = &b->jobs[b->n++];
     j->type = type;
     j->id = *id;
     j->data = copy;
     j->len = len;
-    p->count++;
-    pthread_cond_signal(&p->not_empty);
-    pthread_mutex_unlock(&p->mu);
+    b->bytes += len;
+    if (b->n == BATCH_JOBS || b->bytes >= BATCH_BYTES)
+        return push_batch(p);
     return 0;
 }
 
@@ -178,6 +227,8 @@ int cf_pipeline__drain(cf_repo *r)
     int rc = 0;
     if (!p)
         return 0;
+    if ((rc = push_batch(p)))
+        return rc;
     pthread_mutex_lock(&p->mu);
     while (p->count > 0 || p->busy > 0)
         pthread_cond_wait(&p->idle, &p->mu);
@@ -209,6 +260,8 @@ int cf_pipeline__stop(cf_repo *r)
     struct cf_pipeline *p = r->pipe;
     if (!p)
         return 0;
+    if (p->started && !__atomic_load_n(&p->err, __ATOMIC_ACQUIRE))
+        push_batch(p); /* the workers take it before they see stop; an error is kept in p */
     pthread_mutex_lock(&p->mu);
     p->stop = true;
     pthread_cond_broadcast(&p->not_empty);
@@ -216,9 +269,10 @@ int cf_pipeline__stop(cf_repo *r)
     for (unsigned i = 0; i < p->started; i++)
         pthread_join(p->threads[i], NULL);
     int rc = p->err ? cf_error_set(p->err, 0, "%s", p->errmsg) : 0;
-    /* queued jobs left by an error are dropped */
+    /* batches left by an error are dropped */
     for (size_t k = 0; k < p->count; k++)
-        free(p->q[(p->head + k) % p->cap].data);
+        batch_free(p->q[(p->head + k) % p->cap]);
+    batch_free(p->cur);
     for (unsigned i = 0; i < p->n; i++) {
         cf_pack__writer_free(&p->workers[i].w[0]);
         cf_pack__writer_free(&p->workers[i].w[1]);
