@@ -11,9 +11,26 @@
 #include "compress/compress.h"
 #include "ops/ops.h"
 
+/* Trees met while reading packs, kept (up to STASH_MAX bytes) so that the walk of the
+ * snapshots that follows does not read them from storage a second time. */
+#define STASH_MAX ((size_t)256 << 20)
+
+typedef struct {
+    cf_id id;
+    uint8_t *data; /* NULL: empty slot */
+    size_t len;
+} stash_slot;
+
+typedef struct {
+    stash_slot *slots;
+    size_t cap, count, bytes;
+    bool full;
+} tree_stash;
+
 typedef struct {
     cf_repo *r;
     const cf_check_opts *o;
+    tree_stash stash;
     cf_check_stats st;
     cf_idset present;    /* packs in storage */
     cf_idset damaged;    /* packs found damaged by read-data */
@@ -53,6 +70,81 @@ static int list_pack(const char *name, uint64_t size, void *payload)
     }
     int rc = cf_idset_add(&c->present, &id);
     return rc < 0 ? rc : 0;
+}
+
+static size_t stash_pos(const tree_stash *t, const cf_id *id)
+{
+    size_t i = (size_t)cf_le64_get(id->b) & (t->cap - 1);
+    while (t->slots[i].data && !cf_id_eq(&t->slots[i].id, id))
+        i = (i + 1) & (t->cap - 1);
+    return i;
+}
+
+/* Keep a verified tree's plaintext; takes data (freed on failure or when the stash is full).
+ * Called with c->mu held. */
+static void stash_put(tree_stash *t, const cf_id *id, uint8_t *data, size_t len)
+{
+    if (t->full || t->bytes + len > STASH_MAX) {
+        t->full = true;
+        free(data);
+        return;
+    }
+    if ((t->count + 1) * 2 > t->cap) {
+        size_t ncap = t->cap ? t->cap * 2 : 1024;
+        stash_slot *ns = cf_calloc(ncap, sizeof(*ns));
+        if (!ns) {
+            t->full = true;
+            free(data);
+            return;
+        }
+        tree_stash old = *t;
+        t->slots = ns;
+        t->cap = ncap;
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.slots[i].data)
+                t->slots[stash_pos(t, &old.slots[i].id)] = old.slots[i];
+        free(old.slots);
+    }
+    size_t i = stash_pos(t, id);
+    if (t->slots[i].data) { /* the same tree in two packs */
+        free(data);
+        return;
+    }
+    t->slots[i] = (stash_slot){*id, data, len};
+    t->count++;
+    t->bytes += len;
+}
+
+static const stash_slot *stash_get(const tree_stash *t, const cf_id *id)
+{
+    if (!t->cap)
+        return NULL;
+    const stash_slot *s = &t->slots[stash_pos(t, id)];
+    return s->data ? s : NULL;
+}
+
+static void stash_free(tree_stash *t)
+{
+    for (size_t i = 0; i < t->cap; i++)
+        free(t->slots[i].data);
+    free(t->slots);
+    memset(t, 0, sizeof(*t));
+}
+
+/* A tree, from the stash when read-data met it, else from storage. */
+static int load_tree(cctx *c, cf_tree *t, const cf_id *id)
+{
+    const stash_slot *s = stash_get(&c->stash, id);
+    if (!s)
+        return cf_repo__load_tree(t, c->r, id);
+    cf_tree__init(t);
+    int rc = cf_tree__decode(t, s->data, s->len);
+    if (rc) {
+        char hex[65];
+        cf_hex_encode(hex, id->b, 32);
+        cf_error_wrap(rc, "tree %.16s", hex);
+    }
+    return rc;
 }
 
 /* Check one blob reference; returns true when it is usable. */
@@ -102,7 +194,7 @@ static int check_tree(cctx *c, const cf_id *id, const char *path, int depth, boo
         *out_ok = false;
         return 0;
     }
-    rc = cf_repo__load_tree(&t, c->r, id);
+    rc = load_tree(c, &t, id);
     if (rc == CF_ENOMEM)
         return rc;
     if (rc) {
@@ -196,6 +288,14 @@ static int read_pack(cctx *c, const cf_id *pack)
             cf_hex_encode(hex, es[i].id.b, 32);
             problem(c, "blob %.16s in pack '%s' does not match its id", hex, pp);
             bad = true;
+        } else if (es[i].type == CF_BLOB_TREE) {
+            uint8_t *copy = cf_malloc(b.len ? b.len : 1);
+            if (copy)
+                memcpy(copy, b.data, b.len);
+            pthread_mutex_lock(&c->mu);
+            if (copy)
+                stash_put(&c->stash, &id, copy, b.len);
+            pthread_mutex_unlock(&c->mu);
         }
     }
 out:
@@ -347,6 +447,7 @@ out:
     cf_idset_free(&c.present);
     cf_idset_free(&c.damaged);
     cf_idset_free(&c.good_trees);
+    stash_free(&c.stash);
     free(c.todo);
     pthread_mutex_destroy(&c.mu);
     return rc;
