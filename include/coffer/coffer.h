@@ -27,7 +27,7 @@ typedef struct cf_repo cf_repo;
 typedef struct {
     uint32_t chunk_min, chunk_avg, chunk_max; /* 0: defaults 512 KiB / 1 MiB / 8 MiB */
     uint32_t pack_size;                       /* 0: default 16 MiB */
-    int compression_level;                    /* -1: default (zstd 3); 0: no compression */
+    int compression_level;                    /* -1: default (zstd 1); 0: no compression */
     uint32_t kdf_log_n;                       /* 0: default scrypt N = 2^15 */
 } cf_init_opts;
 

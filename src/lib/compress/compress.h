@@ -15,7 +15,11 @@ enum {
     CF_COMP_ZSTD = 1,
 };
 
-#define CF_COMP_LEVEL_DEFAULT 3
+/* Data blobs: zstd 1 costs about a quarter less CPU than zstd 3 and makes a typical
+ * repository 1-2 % larger (docs/PERFORMANCE.md); a repository chooses its level at init. */
+#define CF_COMP_LEVEL_DEFAULT 1
+/* Metadata objects (indexes, snapshots, key slots): small, read often, written rarely. */
+#define CF_COMP_LEVEL_META 3
 
 /* Largest output cf_compress can produce for n bytes of input. */
 size_t cf_compress_bound(size_t n);

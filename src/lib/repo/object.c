@@ -26,7 +26,7 @@ int cf_repo__seal_object(cf_buf *out, const cf_repo *r, uint8_t type, const void
     tmp = cf_malloc(bound);
     if (!tmp)
         return CF_ENOMEM;
-    if ((rc = cf_compress(&algo, &clen, tmp, bound, pt, len, CF_COMP_LEVEL_DEFAULT)))
+    if ((rc = cf_compress(&algo, &clen, tmp, bound, pt, len, CF_COMP_LEVEL_META)))
         goto out;
     const void *payload = algo == CF_COMP_NONE ? pt : tmp;
     size_t plen = algo == CF_COMP_NONE ? len : clen;

@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "unit/repo/repo_helpers.h"
+#include "compress/compress.h"
 
 #define URL "mem:keys"
 
@@ -88,7 +89,7 @@ static void test_open_right_and_wrong_password(void **state)
     assert_int_equal(r->cfg.version, 1);
     assert_int_equal(strlen(r->cfg.id), 64);
     assert_int_equal(r->cfg.pack_size, CF_PACK_SIZE_DEFAULT);
-    assert_int_equal(r->cfg.compression_level, 3);
+    assert_int_equal(r->cfg.compression_level, CF_COMP_LEVEL_DEFAULT);
     assert_int_equal(cf_repo_warning_count(r), 0);
     assert_string_equal(cf_repo_display(r), URL);
     cf_repo_close(r);
