@@ -603,15 +603,17 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
     const cf_index_entry *ie = cf_index__get(&r->index, id);
     cf_index_entry e;
     cf_id pack;
+    bool stored = false;
     if (ie) {
         e = *ie;
-        if (e.pack < r->index.npacks)
+        stored = e.pack != PACK_PENDING && e.pack < r->index.npacks;
+        if (stored)
             pack = r->index.packs[e.pack];
     }
     pthread_mutex_unlock(&r->mu);
     if (!ie)
         return cf_error_set(CF_ENOTFOUND, 0, "blob %.16s is not in the index", hex);
-    if (e.pack == PACK_PENDING || e.pack >= r->index.npacks)
+    if (!stored)
         return cf_error_set(CF_ENOTFOUND, 0, "blob %.16s is not yet stored", hex);
     if (e.type != type)
         return cf_error_set(CF_ECORRUPT, 0, "blob %.16s has type %u, expected %u", hex, e.type, type);
