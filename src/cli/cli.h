@@ -85,6 +85,7 @@ int cmd_wal_push(int argc, char **argv);  /* cmd_pg.c: PostgreSQL archive_comman
 int cmd_wal_fetch(int argc, char **argv); /* cmd_pg.c: PostgreSQL restore_command */
 int cmd_sqlite(int argc, char **argv);    /* cmd_sqlite.c: coffer sqlite backup|replicate|restore|list */
 int cmd_mariadb(int argc, char **argv);   /* cmd_mariadb.c: coffer mariadb backup|binlog-push|restore|list */
+int cmd_mongo(int argc, char **argv);     /* cmd_mongo.c: coffer mongo backup|restore|list */
 
 
 

@@ -40,6 +40,7 @@ static const char *usage_text =
     "  wal-fetch NAME PATH       PostgreSQL restore_command: fetch a WAL file (1: absent)\n"
     "  sqlite backup|replicate|restore|list   SQLite copies, WAL shipping, point-in-time restore\n"
     "  mariadb backup|binlog-push|restore|list   MariaDB/MySQL dumps, binlog archive, PITR\n"
+    "  mongo backup|restore|list mongodump --archive --oplog into snapshots, mongorestore\n"
     "  version                   print the version\n"
     "\n"
     "global options:\n"
@@ -174,7 +175,7 @@ static const struct {
     {"forget", cmd_forget},   {"prune", cmd_prune},     {"key", cmd_key},
     {"rewrite", cmd_rewrite},
     {"pg", cmd_pg},           {"wal-push", cmd_wal_push}, {"wal-fetch", cmd_wal_fetch},
-    {"sqlite", cmd_sqlite},   {"mariadb", cmd_mariadb},
+    {"sqlite", cmd_sqlite},   {"mariadb", cmd_mariadb}, {"mongo", cmd_mongo},
 };
 
 int main(int argc, char **argv)

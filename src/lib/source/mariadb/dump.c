@@ -129,11 +129,11 @@ static int read_header(dump_ctx *c, bool want_pos)
 }
 
 /* "-- CHANGE MASTER TO MASTER_LOG_FILE='mysql-bin.000003', MASTER_LOG_POS=1234;" */
-static bool parse_position(dump_ctx *c)
+bool cf_my__parse_position(cf_mariadb_info *info, const uint8_t *head, size_t len)
 {
-    if (c->head.len == 0)
+    if (len == 0)
         return false;
-    char *text = cf_strndup((const char *)c->head.data, c->head.len);
+    char *text = cf_strndup((const char *)head, len);
     bool ok = false;
     if (!text)
         return false;
@@ -143,23 +143,31 @@ static bool parse_position(dump_ctx *c)
         f += strlen("MASTER_LOG_FILE='");
         const char *e = strchr(f, '\'');
         char *end = NULL;
+        errno = 0;
         unsigned long long pos = strtoull(p + strlen("MASTER_LOG_POS="), &end, 10);
-        if (e && (size_t)(e - f) < sizeof(c->info->binlog_file) && end &&
-            end != p + strlen("MASTER_LOG_POS=")) {
-            snprintf(c->info->binlog_file, sizeof(c->info->binlog_file), "%.*s", (int)(e - f), f);
-            c->info->binlog_pos = pos;
-            ok = c->info->binlog_file[0] && !strchr(c->info->binlog_file, '/');
+        char d = p[strlen("MASTER_LOG_POS=")];
+        /* strtoull would accept "-1" (and wrap it) or leading blanks: digits only */
+        if (e && (size_t)(e - f) < sizeof(info->binlog_file) && end && d >= '0' && d <= '9' &&
+            errno != ERANGE && end != p + strlen("MASTER_LOG_POS=")) {
+            snprintf(info->binlog_file, sizeof(info->binlog_file), "%.*s", (int)(e - f), f);
+            info->binlog_pos = pos;
+            ok = info->binlog_file[0] && !strchr(info->binlog_file, '/');
         }
     }
     const char *g = strstr(text, "gtid_slave_pos='");
     if (g) {
         g += strlen("gtid_slave_pos='");
         const char *e = strchr(g, '\'');
-        if (e && (size_t)(e - g) < sizeof(c->info->gtid))
-            snprintf(c->info->gtid, sizeof(c->info->gtid), "%.*s", (int)(e - g), g);
+        if (e && (size_t)(e - g) < sizeof(info->gtid))
+            snprintf(info->gtid, sizeof(info->gtid), "%.*s", (int)(e - g), g);
     }
     free(text);
     return ok;
+}
+
+static bool parse_position(dump_ctx *c)
+{
+    return cf_my__parse_position(c->info, c->head.data, c->head.len);
 }
 
 static int dump_finish(char **out_json, void *payload)
@@ -394,7 +402,8 @@ int cf_my__info_from_json(cf_mariadb_info *out, const char *doc_json)
     out->time_ns = (int64_t)json_integer_value(json_object_get(m, "time_ns"));
     if ((s = json_string_value(json_object_get(m, "binlog_file"))) && *s && !strchr(s, '/')) {
         snprintf(out->binlog_file, sizeof(out->binlog_file), "%s", s);
-        out->binlog_pos = (uint64_t)json_integer_value(json_object_get(m, "binlog_pos"));
+        json_int_t pos = json_integer_value(json_object_get(m, "binlog_pos"));
+        out->binlog_pos = pos > 0 ? (uint64_t)pos : 0;
         out->has_binlog = true;
     }
     if ((s = json_string_value(json_object_get(m, "gtid"))))

@@ -59,6 +59,11 @@ int cf_my__pipe(int fds[2]);
 
 /* The binlog file names archived for server (malloc'd array of malloc'd names). */
 int cf_my__archived(char ***out, size_t *out_count, cf_repo *repo, const char *server);
+/* The binlog position (and gtid_slave_pos) in a dump's first bytes; false when there is no
+ * valid position. */
+bool cf_my__parse_position(cf_mariadb_info *info, const uint8_t *head, size_t len);
+/* "mysql-bin.000012" -> base length 9, index 12. false if not of that form. */
+bool cf_my__split_binlog_name(const char *name, size_t *base_len, uint64_t *index);
 /* The snapshot document's "mariadb" object. */
 int cf_my__info_from_json(cf_mariadb_info *out, const char *doc_json);
 bool cf_my__valid_server(const char *s);

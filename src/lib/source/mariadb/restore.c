@@ -26,8 +26,7 @@ typedef struct {
     uint64_t index;
 } binlog_ent;
 
-/* "mysql-bin.000012" -> base length 9, index 12. false if not of that form. */
-static bool split_name(const char *name, size_t *base_len, uint64_t *index)
+bool cf_my__split_binlog_name(const char *name, size_t *base_len, uint64_t *index)
 {
     const char *dot = strrchr(name, '.');
     if (!dot || dot == name || !dot[1])
@@ -196,7 +195,7 @@ static int replay(cf_repo *repo, const cf_mariadb_restore_opts *o, const cf_mari
     int rc;
     size_t want_base;
     uint64_t want_index;
-    if (!split_name(info->binlog_file, &want_base, &want_index))
+    if (!cf_my__split_binlog_name(info->binlog_file, &want_base, &want_index))
         return cf_error_set(CF_EINVAL, 0, "unexpected binlog file name '%s'", info->binlog_file);
     if ((rc = cf_my__archived(&names, &nnames, repo, server)))
         return rc;
@@ -207,7 +206,7 @@ static int replay(cf_repo *repo, const cf_mariadb_restore_opts *o, const cf_mari
     for (size_t i = 0; i < nnames; i++) {
         size_t bl_len;
         uint64_t idx;
-        if (!split_name(names[i], &bl_len, &idx) || bl_len != want_base ||
+        if (!cf_my__split_binlog_name(names[i], &bl_len, &idx) || bl_len != want_base ||
             strncmp(names[i], info->binlog_file, want_base) != 0 || idx < want_index)
             continue;
         bl[nb].name = names[i];

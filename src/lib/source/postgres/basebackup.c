@@ -362,10 +362,10 @@ out:
 /* ------------------------------------------------------------------ the finish hook */
 
 /* Start point and timeline from backup_label, stop point from the manifest's WAL range. */
-static int parse_points(bb_ctx *c, bool *have_stop)
+int cf_pg__parse_label(cf_pg_base_info *info, const char *label, const char *mtail,
+                       bool *have_stop)
 {
-    relay *r = &c->rl;
-    const char *l = r->label;
+    const char *l = label;
     const char *sw = strstr(l, "START WAL LOCATION: ");
     const char *tl = strstr(l, "START TIMELINE: ");
     const char *from = strstr(l, "BACKUP FROM: ");
@@ -373,27 +373,36 @@ static int parse_points(bb_ctx *c, bool *have_stop)
     unsigned tli = 0;
     *have_stop = false;
     if (!sw || sscanf(sw + 20, "%31s (file %24[0-9A-F])", lsn, file) != 2 ||
-        cf_pg_lsn_parse(&c->info.start_lsn, lsn) || strlen(file) != 24)
+        cf_pg_lsn_parse(&info->start_lsn, lsn) || strlen(file) != 24)
         return cf_error_set(CF_EGENERIC, 0, "pg_basebackup's stream has no valid backup_label");
     if (tl && sscanf(tl + 16, "%u", &tli) == 1 && tli > 0)
-        c->info.timeline = tli;
+        info->timeline = tli;
     else if (sscanf(file, "%8X", &tli) == 1 && tli > 0)
-        c->info.timeline = tli;
+        info->timeline = tli;
     else
         return cf_error_set(CF_EGENERIC, 0, "backup_label names no timeline");
-    snprintf(c->info.start_wal, sizeof(c->info.start_wal), "%.24s", file);
-    c->info.from_standby = from && strncmp(from + 13, "standby", 7) == 0;
-    const char *ranges = r->mtail ? strstr(r->mtail, "\"WAL-Ranges\"") : NULL;
+    snprintf(info->start_wal, sizeof(info->start_wal), "%.24s", file);
+    info->from_standby = from && strncmp(from + 13, "standby", 7) == 0;
+    const char *ranges = mtail ? strstr(mtail, "\"WAL-Ranges\"") : NULL;
     if (ranges) {
         const char *last = NULL;
         for (const char *p = ranges; (p = strstr(p, "\"End-LSN\"")); p++)
             last = p;
         const char *q = last ? strchr(last + 9, '"') : NULL;
         if (q && sscanf(q + 1, "%31[0-9A-Fa-f/]", lsn) == 1 &&
-            cf_pg_lsn_parse(&c->info.stop_lsn, lsn) == 0)
+            cf_pg_lsn_parse(&info->stop_lsn, lsn) == 0)
             *have_stop = true;
     }
     cf_error_clear();
+    return 0;
+}
+
+int cf_pg__parse_backup_history(uint64_t *stop_lsn, const char *text)
+{
+    const char *sp = strstr(text, "STOP WAL LOCATION: ");
+    char lsn[32];
+    if (!sp || sscanf(sp + 19, "%31s", lsn) != 1 || cf_pg_lsn_parse(stop_lsn, lsn))
+        return cf_error_set(CF_EGENERIC, 0, "no stop point");
     return 0;
 }
 
@@ -425,9 +434,7 @@ static int stop_from_history(bb_ctx *c, const char *history)
     memcpy(text, data, len);
     text[len] = '\0';
     free(data);
-    const char *sp = strstr(text, "STOP WAL LOCATION: ");
-    char lsn[32];
-    if (!sp || sscanf(sp + 19, "%31s", lsn) != 1 || cf_pg_lsn_parse(&c->info.stop_lsn, lsn))
+    if (cf_pg__parse_backup_history(&c->info.stop_lsn, text))
         rc = cf_error_set(CF_EGENERIC, 0, "backup history file '%s' has no stop point", history);
     free(text);
     return rc;
@@ -453,7 +460,7 @@ static int bb_finish(char **out_json, void *payload)
         return cf_error_set(CF_EGENERIC, 0, "pg_basebackup's tar stream ended early (%llu bytes)",
                             (unsigned long long)c->rl.bytes);
     bool have_stop = false;
-    int rc = parse_points(c, &have_stop);
+    int rc = cf_pg__parse_label(&c->info, c->rl.label, c->rl.mtail, &have_stop);
     if (rc)
         return rc;
     cf_pg_base_info *in = &c->info;

@@ -83,12 +83,46 @@ static bool have(const scan_ctx *c, uint32_t tli, uint64_t segno)
     return bsearch(&key, c->segs, c->nsegs, sizeof(seg_ref), cmp_seg) != NULL;
 }
 
-/* The newest timeline's ancestry: entries (tli, end LSN) from its history file. */
-typedef struct {
-    uint32_t tli;
-    uint64_t end;
-} hist_entry;
+typedef cf_pg__hist_entry hist_entry;
 
+int cf_pg__parse_history(cf_pg__hist_entry **out, size_t *out_n, char *text)
+{
+    cf_pg__hist_entry *e = NULL;
+    size_t n = 0;
+    int rc = 0;
+    *out = NULL;
+    *out_n = 0;
+    for (char *line = text; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        unsigned t;
+        char lsn[32];
+        uint64_t end;
+        if (line[0] != '#' && sscanf(line, "%u %31s", &t, lsn) == 2 &&
+            cf_pg_lsn_parse(&end, lsn) == 0) {
+            cf_pg__hist_entry *p = cf_realloc(e, (n + 1) * sizeof(*p));
+            if (!p) {
+                rc = CF_ENOMEM;
+                break;
+            }
+            e = p;
+            e[n].tli = t;
+            e[n++].end = end;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    if (rc) {
+        free(e);
+        return rc;
+    }
+    cf_error_clear();
+    *out = e;
+    *out_n = n;
+    return 0;
+}
+
+/* The newest timeline's ancestry: entries (tli, end LSN) from its history file. */
 static int read_history(hist_entry **out, size_t *out_n, cf_repo *repo, const char *cluster,
                         uint32_t tli)
 {
@@ -102,8 +136,6 @@ static int read_history(hist_entry **out, size_t *out_n, cf_repo *repo, const ch
     if (rc || (rc = cf_archive_get(repo, CF_PG_ARCHIVE_KIND, full, &data, &len)))
         return rc;
     char *text = cf_malloc(len + 1);
-    hist_entry *e = NULL;
-    size_t n = 0;
     if (!text) {
         free(data);
         return CF_ENOMEM;
@@ -111,35 +143,9 @@ static int read_history(hist_entry **out, size_t *out_n, cf_repo *repo, const ch
     memcpy(text, data, len);
     text[len] = '\0';
     free(data);
-    for (char *line = text; line && *line;) {
-        char *nl = strchr(line, '\n');
-        if (nl)
-            *nl = '\0';
-        unsigned t;
-        char lsn[32];
-        uint64_t end;
-        if (line[0] != '#' && sscanf(line, "%u %31s", &t, lsn) == 2 &&
-            cf_pg_lsn_parse(&end, lsn) == 0) {
-            hist_entry *p = cf_realloc(e, (n + 1) * sizeof(*p));
-            if (!p) {
-                rc = CF_ENOMEM;
-                break;
-            }
-            e = p;
-            e[n].tli = t;
-            e[n++].end = end;
-        }
-        line = nl ? nl + 1 : NULL;
-    }
-    cf_error_clear();
+    rc = cf_pg__parse_history(out, out_n, text);
     free(text);
-    if (rc) {
-        free(e);
-        return rc;
-    }
-    *out = e;
-    *out_n = n;
-    return 0;
+    return rc;
 }
 
 /* The timeline segment segno is read from when recovering along hist to newest. */

@@ -163,6 +163,21 @@ int cf_pg__read_text(char **out, const char *path, size_t max);
 /* Sleep for seconds (fractions allowed). */
 void cf_pg__sleep(double seconds);
 
+/* ---- texts parsed back from the archive or pg_basebackup's stream ---- */
+/* backup_label (start point, timeline, from standby) and the tail of backup_manifest (mtail,
+ * may be NULL: the stop point, *have_stop). CF_EGENERIC when the label is not valid. */
+int cf_pg__parse_label(cf_pg_base_info *info, const char *label, const char *mtail,
+                       bool *have_stop);
+/* The STOP WAL LOCATION of a backup history file ("....backup"). */
+int cf_pg__parse_backup_history(uint64_t *stop_lsn, const char *text);
+/* A timeline history file: one (tli, end LSN) per valid line. text is modified (lines are
+ * cut); *out is malloc'd (NULL when there are none). */
+typedef struct {
+    uint32_t tli;
+    uint64_t end;
+} cf_pg__hist_entry;
+int cf_pg__parse_history(cf_pg__hist_entry **out, size_t *out_n, char *text);
+
 /* The snapshot document's "postgres" object as parsed fields. */
 int cf_pg__info_from_json(cf_pg_base_info *out, const char *doc_json);
 
