@@ -201,6 +201,33 @@ typedef struct {
  * CF_ENOTFOUND when there is no base backup. */
 int cf_pg_check(cf_repo *repo, const cf_pg_check_opts *opts, cf_pg_check_result *out);
 
+/* ---------------------------------------------------------------- WAL retention */
+
+typedef struct {
+    const char *cluster;         /* NULL or "": the WAL stored without a cluster name */
+    bool dry_run;                /* list what would go, remove nothing (no lock, any key) */
+    void (*on_removed)(const char *file, void *payload); /* each file removed (or that would
+                                                            be), oldest first */
+    void *payload;
+} cf_pg_expire_opts;
+
+typedef struct {
+    size_t backups;              /* base backups of the cluster kept in the repository */
+    char oldest_backup_id[65];   /* the one that starts first (lowest start LSN) */
+    char keep_from[25];          /* its start_wal: this and later segments are kept */
+    uint64_t keep_lsn;           /* its start LSN */
+    uint64_t segments_removed, partial_removed, backup_files_removed;
+    uint64_t segments_kept, history_kept, other_kept;
+} cf_pg_expire_result;
+
+/* Remove the archived WAL of a cluster that no kept base backup needs: segments and .partial
+ * files that end at or before the start LSN of the oldest base backup (on any timeline; LSNs
+ * grow across timelines), and backup history files of base backups that started before it.
+ * Timeline history files are never removed. Needs an admin key and takes an exclusive lock
+ * (unless dry_run). CF_ENOTFOUND (nothing removed) when the cluster has no base backup;
+ * CF_ECORRUPT when a snapshot document is unreadable (it could be a base backup). */
+int cf_pg_expire(cf_repo *repo, const cf_pg_expire_opts *opts, cf_pg_expire_result *out);
+
 /* ---------------------------------------------------------------- logical dumps */
 
 typedef struct {

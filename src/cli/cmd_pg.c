@@ -1,7 +1,7 @@
 /*
- * cmd_pg.c - `coffer pg backup|restore|check|list|dump|restore-dump` and the PostgreSQL
- * archive and restore commands `coffer wal-push` / `coffer wal-fetch`: options, the
- * environment file they read, output. The work is done by include/coffer/postgres.h.
+ * cmd_pg.c - `coffer pg backup|restore|check|list|expire|dump|restore-dump` and the
+ * PostgreSQL archive and restore commands `coffer wal-push` / `coffer wal-fetch`: options,
+ * the environment file they read, output. The work is done by include/coffer/postgres.h.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -785,6 +785,92 @@ out:
     return rc;
 }
 
+/* ------------------------------------------------------------------ pg expire */
+
+typedef struct {
+    bool dry_run;
+    json_t *files;
+} expire_out;
+
+static void expire_removed(const char *file, void *payload)
+{
+    expire_out *eo = payload;
+    if (eo->files)
+        json_array_append_new(eo->files, json_string(file));
+    else if (!g.quiet)
+        printf("%s %s\n", eo->dry_run ? "would remove" : "removed", file);
+}
+
+static int pg_expire_cmd(int argc, char **argv)
+{
+    enum { O_DRY = P_FIRST_SUB };
+    static const struct option opts[] = {
+        PG_COMMON_OPTIONS,
+        {"dry-run", no_argument, NULL, O_DRY},
+        {NULL, 0, NULL, 0},
+    };
+    pg_common pc;
+    cf_pg_expire_opts o;
+    expire_out eo = {false, NULL};
+    bool cluster_given = false;
+    int c, rc = 0;
+    pg_common_init(&pc);
+    memset(&o, 0, sizeof(o));
+    PARSE_LOOP_HEAD(opts)
+        switch (c) {
+        case O_DRY: o.dry_run = true; break;
+        default:
+            rc = cli_usage("pg expire: unknown or incomplete option '%s'", argv[optind - 1]);
+            goto out;
+        }
+    }
+    if (optind != argc) {
+        rc = cli_usage("pg expire: unexpected argument '%s'", argv[optind]);
+        goto out;
+    }
+    pg_common_done(&pc, cluster_given);
+    eo.dry_run = o.dry_run;
+    eo.files = g.json ? json_array() : NULL;
+    o.cluster = pc.cluster;
+    o.on_removed = expire_removed;
+    o.payload = &eo;
+    cf_repo *repo = NULL;
+    if ((rc = cli_open(&repo)))
+        goto out;
+    cf_pg_expire_result r;
+    int erc = cf_pg_expire(repo, &o, &r);
+    cf_repo_close(repo);
+    if (erc) {
+        rc = cli_fail(erc);
+        goto out;
+    }
+    uint64_t files = r.segments_removed + r.partial_removed + r.backup_files_removed;
+    if (g.json) {
+        json_t *j = json_pack("{s:s, s:b, s:I, s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:O}",
+                              "message_type", "summary", "dry_run", o.dry_run, "base_backups",
+                              (json_int_t)r.backups, "oldest_backup", r.oldest_backup_id,
+                              "keep_from", r.keep_from, "segments_removed",
+                              (json_int_t)r.segments_removed, "partial_removed",
+                              (json_int_t)r.partial_removed, "backup_files_removed",
+                              (json_int_t)r.backup_files_removed, "segments_kept",
+                              (json_int_t)r.segments_kept, "history_kept",
+                              (json_int_t)r.history_kept, "files", eo.files);
+        cli_print_json(j);
+    } else if (!g.quiet) {
+        printf("%s %llu WAL file%s (%llu segments, %llu partial, %llu backup history) before "
+               "%s, the start of base backup %.8s, the oldest of %zu\n",
+               o.dry_run ? "would remove" : "removed", (unsigned long long)files,
+               files == 1 ? "" : "s", (unsigned long long)r.segments_removed,
+               (unsigned long long)r.partial_removed, (unsigned long long)r.backup_files_removed,
+               r.keep_from, r.oldest_backup_id, r.backups);
+        printf("kept %llu segments and %llu timeline history files\n",
+               (unsigned long long)r.segments_kept, (unsigned long long)r.history_kept);
+    }
+out:
+    json_decref(eo.files);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ pg list */
 
 static int pg_list_cmd(int argc, char **argv)
@@ -984,6 +1070,8 @@ static const char *pg_usage =
     "                 --time, --lsn, --xid, --name, --immediate or --latest; --standby; --start\n"
     "  check          check the WAL archive for gaps (exit 12 when segments are missing)\n"
     "  list           list base backups with their timelines and LSNs\n"
+    "  expire         remove archived WAL older than the oldest base backup (--dry-run lists\n"
+    "                 it); run it after 'coffer forget'\n"
     "  dump           pg_dump -Fc of one database (--dbname)\n"
     "  restore-dump SNAPSHOT --dbname DB [--create]   feed a dump to pg_restore\n"
     "\n"
@@ -1007,12 +1095,14 @@ int cmd_pg(int argc, char **argv)
         return pg_check_cmd(argc - 1, argv + 1);
     if (strcmp(sub, "list") == 0)
         return pg_list_cmd(argc - 1, argv + 1);
+    if (strcmp(sub, "expire") == 0)
+        return pg_expire_cmd(argc - 1, argv + 1);
     if (strcmp(sub, "dump") == 0)
         return pg_dump_cmd(argc - 1, argv + 1);
     if (strcmp(sub, "restore-dump") == 0)
         return pg_restore_dump_cmd(argc - 1, argv + 1);
-    return cli_usage("pg: unknown command '%s' (backup, restore, check, list, dump, "
-                     "restore-dump)", sub);
+    return cli_usage("pg: unknown command '%s' (backup, restore, check, list, expire, "
+                     "dump, restore-dump)", sub);
 }
 
 /* ------------------------------------------------------------------ wal-push / wal-fetch */

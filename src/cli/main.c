@@ -35,7 +35,7 @@ static const char *usage_text =
     "  unlock [--remove-all]     remove stale and unreadable locks (or every lock)\n"
     "  key list|add|remove ID|passwd|rotate   manage key slots and data key generations\n"
     "  rewrite --reencrypt       re-seal all data under the current key generation\n"
-    "  pg backup|restore|check|list|dump|restore-dump   PostgreSQL backups and recovery\n"
+    "  pg backup|restore|check|list|expire|dump|restore-dump   PostgreSQL backups, recovery\n"
     "  wal-push PATH             PostgreSQL archive_command: store a WAL file\n"
     "  wal-fetch NAME PATH       PostgreSQL restore_command: fetch a WAL file (1: absent)\n"
     "  sqlite backup|replicate|restore|list   SQLite copies, WAL shipping, point-in-time restore\n"
