@@ -235,7 +235,8 @@ int cf_pg_check(cf_repo *repo, const cf_pg_check_opts *o, cf_pg_check_result *ou
     sc.res = &res;
     if ((rc = cf_archive_list(repo, CF_PG_ARCHIVE_KIND, scan_cb, &sc)) || (rc = sc.rc))
         goto out;
-    qsort(sc.segs, sc.nsegs, sizeof(seg_ref), cmp_seg);
+    if (sc.nsegs)
+        qsort(sc.segs, sc.nsegs, sizeof(seg_ref), cmp_seg);
     for (size_t i = 0; i < n; i++)
         if (infos[i].timeline > sc.max_tli)
             sc.max_tli = infos[i].timeline;
