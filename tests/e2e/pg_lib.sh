@@ -16,7 +16,9 @@ PGROOT="$TMP/pg"
 PGBIN=""
 declare -A PG_PORT=()
 PG_RUNNING=()
-PG_NEXT_PORT=${PG_PORT_BASE:-54329}
+# Each test script starts from its own block of 40 ports (by a hash of its name), so tests
+# running side by side do not pick the same free port before either server has bound it.
+PG_NEXT_PORT=${PG_PORT_BASE:-$((54329 + ($(basename "$0" | cksum | cut -d' ' -f1) % 100) * 40))}
 
 # pg_skip REASON: PostgreSQL is unavailable here: skip, unless CI requires it.
 pg_skip() {
