@@ -5,7 +5,7 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libssl-dev libzstd-dev libjansson-dev libcmocka-dev
       libcurl4-openssl-dev libssh2-1-dev libsqlite3-dev sqlite3 attr acl time python3
-      openssh-server openssh-client postgresql postgresql-client)
+      openssh-server openssh-client postgresql postgresql-client gdb)
 # node and npm run the S3 and Azure test servers; the machine image usually has them
 command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
 command -v npm >/dev/null 2>&1 || pkgs+=(npm)

@@ -96,6 +96,20 @@ int cf_key_passwd(cf_repo *repo, const cf_credential *cred, char out_id[65]);
  * Packs written by write-only keys are counted under generation 0xFFFFFFFF. */
 int cf_key_generation_usage(cf_repo *repo, uint32_t *gens, uint64_t *counts, size_t max,
                             size_t *n);
+/* What is sealed under one data key generation: indexed packs, snapshot documents, index
+ * files (repositories that predate the index key) and archive objects. Reads the first bytes
+ * of each. Shared lock. */
+typedef struct {
+    uint64_t packs, snapshots, index_files, archive_objects;
+} cf_generation_use;
+int cf_key_generation_use(cf_repo *repo, uint32_t gen, cf_generation_use *out);
+/* Destroy data key generation gen: the slot in use is replaced by one for cred holding every
+ * other generation. Refused (CF_EINVAL) for the current generation, while anything is sealed
+ * under gen, or while another admin or append-only slot still seals new data under it;
+ * CF_ENOTFOUND when the key in use does not hold it. Admin only; exclusive lock. Other slots
+ * that hold gen keep it until they are removed. */
+int cf_key_retire_generation(cf_repo *repo, const cf_credential *cred, uint32_t gen,
+                             char out_id[65]);
 /* Rotate: start a new data key generation for everything written from now on, and replace
  * the slot in use by one for cred holding every generation. Nothing is re-uploaded; other
  * slots keep the generations they had (they read old data but not new) until removed. */
@@ -324,7 +338,9 @@ typedef struct {
  * (CF_EINVAL): it would delete everything. Items are grouped, newest first within a group. */
 int cf_forget_plan(cf_forget_item **out, size_t *out_count, cf_repo *repo,
                    const cf_forget_policy *policy, const cf_snapshot_filter *filter);
-/* Remove the snapshots the plan does not keep. Takes an exclusive lock. *out_removed counts. */
+/* Remove the snapshots the plan does not keep. Takes an exclusive lock. *out_removed counts.
+ * Snapshots the storage refuses to delete (S3 Object Lock retention) stay; the others are
+ * removed, and CF_EPARTIAL then says how many stayed. */
 int cf_forget_apply(cf_repo *repo, const cf_forget_item *items, size_t count, size_t *out_removed);
 void cf_forget_items_free(cf_forget_item *items, size_t count);
 
@@ -336,6 +352,8 @@ typedef struct {
     bool dry_run;
     bool reencrypt;             /* also repack every pack sealed under an older data key
                                    generation, and re-seal the index under the current one */
+    bool only_generation;       /* with reencrypt: only packs sealed under generation */
+    uint32_t generation;
     cf_backup_error_cb on_message; /* progress and decisions, one line each; may be NULL */
     void *payload;
 } cf_prune_opts;
@@ -358,9 +376,11 @@ typedef struct {
     cf_prune_stats prune;
     uint64_t snapshots_resealed;
     uint32_t generations_retired;
+    uint32_t generations_kept;  /* older generations still in use (archive objects): kept */
 } cf_rewrite_stats;
 
-/* Re-seal everything under the current data key generation: packs of older generations are
+/* Re-seal everything under the current data key generation (with opts->only_generation:
+ * only what is sealed under opts->generation): packs of older generations are
  * repacked (and unused data dropped, as prune does), index files and snapshot documents are
  * written again (snapshot ids change: a snapshot's id is the hash of its sealed document),
  * and the older generations are removed from the key slot in use, which is rewritten for

@@ -262,10 +262,12 @@ int cmd_forget(int argc, char **argv)
         }
     }
     size_t removed = 0;
+    bool partial = false;
     if (!dry && nremove) {
         frc = cf_forget_apply(repo, items, n, &removed);
         if (frc)
             rc = cli_fail(frc);
+        partial = frc == CF_EPARTIAL; /* some stay under retention: the rest may be pruned */
     }
     if (g.json)
         cli_print_json(json_pack("{s:s, s:b, s:o, s:I, s:I}", "message_type", "forget", "dry_run",
@@ -274,10 +276,12 @@ int cmd_forget(int argc, char **argv)
     else if (!g.quiet)
         printf("%s %zu of %zu snapshots\n", dry ? "would remove" : "removed", dry ? nremove : removed, n);
     cf_forget_items_free(items, n);
-    if (rc == 0 && prune) {
+    if ((rc == 0 || partial) && prune) {
         po.dry_run = dry;
         po.on_message = on_message;
-        rc = run_prune(repo, &po);
+        int prc = run_prune(repo, &po);
+        if (prc)
+            rc = prc;
     }
     cf_repo_close(repo);
 out:

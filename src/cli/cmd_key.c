@@ -1,6 +1,8 @@
 /*
- * cmd_key.c - `coffer key list|add|remove|passwd|rotate`: key slots and data key generations.
+ * cmd_key.c - `coffer key list|add|remove|passwd|rotate|retire-generation` and `coffer
+ * rewrite`: key slots and data key generations.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,6 +83,52 @@ static int key_list(cf_repo *repo, bool packs)
     return 0;
 }
 
+static bool parse_gen(uint32_t *out, const char *s)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || *end || errno || v > 0xFFFFFFF0ull || *s == '-')
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+/* Open with the credential, then retire a generation from the slot in use: the slot is
+ * written again for the same credential. */
+static int key_retire(const char *arg)
+{
+    uint32_t gen;
+    if (!parse_gen(&gen, arg))
+        return cli_usage("key retire-generation: '%s' is not a generation number", arg);
+    if (!g.repo)
+        return cli_usage("no repository given: use --repo or set COFFER_REPO");
+    cli_cred cred;
+    int rc = cli_cred_get(&cred, false, false);
+    if (rc)
+        return rc;
+    cf_repo *repo = NULL;
+    int orc = cf_repo_open_cred(&repo, g.repo, &cred.c);
+    if (orc) {
+        cli_cred_free(&cred);
+        return cli_fail(orc);
+    }
+    cli_print_warnings(repo);
+    char id[65];
+    int krc = cf_key_retire_generation(repo, &cred.c, gen, id);
+    cli_cred_free(&cred);
+    if (krc)
+        rc = cli_fail(krc);
+    else if (g.json)
+        cli_print_json(json_pack("{s:s, s:s, s:I}", "action", "retire-generation", "id", id,
+                                 "generation", (json_int_t)gen));
+    else if (!g.quiet)
+        printf("retired data key generation %u; the key slot in use is now %.8s\n"
+               "other key slots that hold it keep it until they are removed\n", gen, id);
+    cf_repo_close(repo);
+    return rc;
+}
+
 int cmd_key(int argc, char **argv)
 {
     enum { O_NPWF = OPT_FIRST_LOCAL, O_NKF, O_NKC, O_KDF, O_APPEND, O_WO, O_PACKS };
@@ -127,14 +175,18 @@ int cmd_key(int argc, char **argv)
         }
     }
     if (optind >= argc)
-        return cli_usage("key: give list, add, remove ID, passwd or rotate");
+        return cli_usage("key: give list, add, remove ID, passwd, rotate or retire-generation G");
     const char *sub = argv[optind];
     bool needs_new = strcmp(sub, "add") == 0 || strcmp(sub, "passwd") == 0 ||
                      strcmp(sub, "rotate") == 0;
-    if (strcmp(sub, "remove") == 0 ? optind + 2 != argc : optind + 1 != argc)
+    bool one_arg = strcmp(sub, "remove") == 0 || strcmp(sub, "retire-generation") == 0;
+    if (one_arg ? optind + 2 != argc : optind + 1 != argc)
         return cli_usage("key %s: wrong number of arguments", sub);
-    if (!needs_new && strcmp(sub, "list") != 0 && strcmp(sub, "remove") != 0)
-        return cli_usage("key: unknown subcommand '%s' (list, add, remove, passwd, rotate)", sub);
+    if (!needs_new && strcmp(sub, "list") != 0 && !one_arg)
+        return cli_usage("key: unknown subcommand '%s' (list, add, remove, passwd, rotate, "
+                         "retire-generation)", sub);
+    if (strcmp(sub, "retire-generation") == 0)
+        return key_retire(argv[optind + 1]);
     cf_repo *repo = NULL;
     int rc = cli_open(&repo);
     if (rc)
@@ -187,12 +239,21 @@ int cmd_key(int argc, char **argv)
     return rc;
 }
 
+static void rewrite_message(const char *path, const char *m, void *payload)
+{
+    (void)path;
+    (void)payload;
+    if (!g.quiet && !g.json)
+        printf("%s\n", m);
+}
+
 int cmd_rewrite(int argc, char **argv)
 {
-    enum { O_REENC = OPT_FIRST_LOCAL, O_DRY };
+    enum { O_REENC = OPT_FIRST_LOCAL, O_DRY, O_GEN };
     static const struct option opts[] = {
         CLI_COMMON_OPTIONS,
         {"reencrypt", no_argument, NULL, O_REENC},
+        {"generation", required_argument, NULL, O_GEN},
         {"dry-run", no_argument, NULL, O_DRY},
         {NULL, 0, NULL, 0},
     };
@@ -210,6 +271,10 @@ int cmd_rewrite(int argc, char **argv)
             reenc = true;
         else if (c == O_DRY || c == 'n')
             po.dry_run = true;
+        else if (c == O_GEN && parse_gen(&po.generation, optarg))
+            po.only_generation = true;
+        else if (c == O_GEN)
+            return cli_usage("rewrite: --generation takes a generation number, not '%s'", optarg);
         else if (c == 'r')
             g.repo = optarg;
         else if (c == 'q')
@@ -219,7 +284,7 @@ int cmd_rewrite(int argc, char **argv)
     }
     if (!reenc || optind < argc)
         return cli_usage("rewrite: give --reencrypt (re-seal everything under the current key "
-                         "generation)");
+                         "generation; --generation G: only what generation G seals)");
     if (!g.repo)
         return cli_usage("no repository given: use --repo or set COFFER_REPO");
     cli_cred cred;
@@ -234,23 +299,35 @@ int cmd_rewrite(int argc, char **argv)
     }
     cli_print_warnings(repo);
     cf_rewrite_stats st;
+    po.on_message = rewrite_message;
     int rrc = cf_rewrite_reencrypt(repo, &cred.c, &po, &st);
     cli_cred_free(&cred);
     if (rrc) {
         rc = cli_fail(rrc);
     } else if (g.json) {
-        cli_print_json(json_pack("{s:s, s:b, s:I, s:I, s:I, s:i}", "action", "reencrypt", "dry_run",
-                                 po.dry_run, "packs_repacked", (json_int_t)st.prune.packs_repacked,
-                                 "bytes_repacked", (json_int_t)st.prune.bytes_repacked,
-                                 "snapshots_resealed", (json_int_t)st.snapshots_resealed,
-                                 "generations_retired", (int)st.generations_retired));
+        json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:i, s:i}", "action", "reencrypt",
+                              "dry_run", po.dry_run, "packs_repacked",
+                              (json_int_t)st.prune.packs_repacked, "bytes_repacked",
+                              (json_int_t)st.prune.bytes_repacked, "snapshots_resealed",
+                              (json_int_t)st.snapshots_resealed, "generations_retired",
+                              (int)st.generations_retired, "generations_kept",
+                              (int)st.generations_kept);
+        if (po.only_generation)
+            json_object_set_new(o, "generation", json_integer(po.generation));
+        cli_print_json(o);
     } else if (!g.quiet) {
-        printf("%s %llu packs (%.1f MiB), re-sealed %llu snapshots, retired %u old key "
+        char what[64] = "";
+        if (po.only_generation)
+            snprintf(what, sizeof(what), " of generation %u", po.generation);
+        printf("%s %llu packs%s (%.1f MiB), re-sealed %llu snapshots, retired %u old key "
                "generations from the key in use\n",
                po.dry_run ? "would re-encrypt" : "re-encrypted",
-               (unsigned long long)st.prune.packs_repacked,
+               (unsigned long long)st.prune.packs_repacked, what,
                (double)st.prune.bytes_repacked / 1048576.0,
                (unsigned long long)st.snapshots_resealed, st.generations_retired);
+        if (st.generations_kept)
+            printf("%u older generations were kept (see above); retire them later with "
+                   "'coffer key retire-generation G'\n", st.generations_kept);
     }
     cf_repo_close(repo);
     return rc;

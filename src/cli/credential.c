@@ -65,13 +65,22 @@ static char *read_tty(const char *prompt)
     return p;
 }
 
-/* Read up to SECRET_MAX bytes; *len gets the count. */
-static char *slurp(FILE *f, size_t *len)
+/* Read up to SECRET_MAX bytes from fd with read(2): no stdio buffer keeps a copy of the
+ * secret after it is wiped. *len gets the count. */
+static char *slurp_fd(int fd, size_t *len)
 {
     char *buf = malloc(SECRET_MAX + 1);
     if (!buf)
         return NULL;
-    size_t n = fread(buf, 1, SECRET_MAX, f);
+    size_t n = 0;
+    while (n < SECRET_MAX) {
+        ssize_t k = read(fd, buf + n, SECRET_MAX - n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+    }
     buf[n] = '\0';
     if (len)
         *len = n;
@@ -80,13 +89,13 @@ static char *slurp(FILE *f, size_t *len)
 
 static char *read_file(const char *path, size_t *len, const char *what)
 {
-    FILE *f = fopen(path, "rbe");
-    if (!f) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
         fprintf(stderr, "coffer: error: unable to read %s '%s': %s\n", what, path, strerror(errno));
         return NULL;
     }
-    char *s = slurp(f, len);
-    fclose(f);
+    char *s = slurp_fd(fd, len);
+    close(fd);
     return s;
 }
 
@@ -97,7 +106,7 @@ static char *run_command(const char *cmd, size_t *len, const char *what)
         fprintf(stderr, "coffer: error: unable to run %s: %s\n", what, strerror(errno));
         return NULL;
     }
-    char *s = slurp(p, len);
+    char *s = slurp_fd(fileno(p), len); /* never through p's stdio buffer */
     int st = pclose(p);
     if (st != 0) {
         fprintf(stderr, "coffer: error: %s failed (exit status %d); its error output is above\n",
@@ -109,6 +118,20 @@ static char *run_command(const char *cmd, size_t *len, const char *what)
         return NULL;
     }
     return s;
+}
+
+/* A secret from the environment: copied, then wiped from the environment block and removed,
+ * so that it is neither in /proc/PID/environ nor in a core dump of this process (nor passed
+ * to programs coffer starts). NULL when unset. */
+static char *take_env(const char *name)
+{
+    char *v = getenv(name);
+    if (!v)
+        return NULL;
+    char *copy = strdup(v);
+    OPENSSL_cleanse(v, strlen(v));
+    unsetenv(name);
+    return copy;
 }
 
 static void first_line(char *s)
@@ -176,24 +199,36 @@ int cli_cred_get(cli_cred *out, bool confirm, bool is_new)
     const char *kfile = is_new ? g.new_key_file : (g.key_file ? g.key_file : getenv("COFFER_KEY_FILE"));
     const char *kcmd = is_new ? g.new_key_command
                               : (g.key_command ? g.key_command : getenv("COFFER_KEY_COMMAND"));
-    const char *kenv = getenv(is_new ? "COFFER_NEW_KEY" : "COFFER_KEY");
+    char *kenv = take_env(is_new ? "COFFER_NEW_KEY" : "COFFER_KEY");
     const char *pfile = is_new ? g.new_password_file
                                : (g.password_file ? g.password_file : getenv("COFFER_PASSWORD_FILE"));
     const char *pcmd = is_new ? NULL
                               : (g.password_command ? g.password_command
                                                     : getenv("COFFER_PASSWORD_COMMAND"));
-    const char *penv = getenv(is_new ? "COFFER_NEW_PASSWORD" : "COFFER_PASSWORD");
+    char *penv = take_env(is_new ? "COFFER_NEW_PASSWORD" : "COFFER_PASSWORD");
     size_t len = 0;
+    int rc = 0;
     if (kfile) {
         char *text = read_file(kfile, &len, "key file");
-        return text ? key_from(out, text, len, kfile) : 1;
-    }
-    if (kcmd) {
+        rc = text ? key_from(out, text, len, kfile) : 1;
+    } else if (kcmd) {
         char *text = run_command(kcmd, &len, "key command");
-        return text ? key_from(out, text, len, "the key command") : 1;
+        rc = text ? key_from(out, text, len, "the key command") : 1;
+    } else if (kenv) {
+        rc = key_from(out, kenv, strlen(kenv), is_new ? "COFFER_NEW_KEY" : "COFFER_KEY");
+        kenv = NULL; /* key_from wiped and freed it */
+    } else {
+        rc = -1;
     }
-    if (kenv)
-        return key_from(out, strdup(kenv), strlen(kenv), is_new ? "COFFER_NEW_KEY" : "COFFER_KEY");
+    wipe_free(kenv);
+    if (rc != -1) {
+        wipe_free(penv);
+        return rc;
+    }
+    if (pfile || pcmd) { /* they come first: the environment's password is not used */
+        wipe_free(penv);
+        penv = NULL;
+    }
     char *pw = NULL;
     if (pfile) {
         if (!(pw = read_file(pfile, NULL, "password file")))
@@ -204,7 +239,8 @@ int cli_cred_get(cli_cred *out, bool confirm, bool is_new)
             return 1;
         first_line(pw);
     } else if (penv) {
-        pw = strdup(penv);
+        pw = penv;
+        penv = NULL;
     } else if (isatty(STDIN_FILENO) || isatty(STDERR_FILENO)) {
         pw = read_tty(is_new ? "enter the new password: " : "enter repository password: ");
         if (pw && (confirm || is_new)) {
@@ -228,6 +264,7 @@ int cli_cred_get(cli_cred *out, bool confirm, bool is_new)
                             "(or COFFER_KEY, --key-file, --key-command)\n");
         return EXIT_USAGE;
     }
+    wipe_free(penv);
     if (!pw) {
         fprintf(stderr, "coffer: error: unable to read the password\n");
         return 1;

@@ -114,8 +114,118 @@ case_no_secrets_in_output() {
     check "no output was captured" test -s "$all"
 }
 
+# generation of every pack and sealed object in a local repository, straight from the files
+object_gens() {
+    python3 - "$1" <<'PY'
+import os, struct, sys
+root = sys.argv[1]
+for top, off in (("data", 8), ("snapshots", 12)):
+    for d, _, files in os.walk(os.path.join(root, top)):
+        for f in files:
+            if f.startswith(".tmp"):
+                continue
+            with open(os.path.join(d, f), "rb") as fh:
+                head = fh.read(16)
+            print(top, f, struct.unpack("<I", head[off:off + 4])[0])
+PY
+}
+
+# packs per generation from `key list --packs --json`, as "gen:count" words
+gen_counts() {
+    env COFFER_PASSWORD="$1" "$COFFER" --repo "$2" key list --packs --json | tail -n 1 |
+        python3 -c 'import json,sys; print(" ".join("%d:%d" % (g["generation"], g["packs"]) for g in sorted(json.load(sys.stdin)["packs_by_generation"], key=lambda g: g["generation"])))'
+}
+
+case_generations() {
+    local r="$TMP/gens" src="$TMP/gsrc" p0="g0-$RANDOM$RANDOM" p1="g1-$RANDOM$RANDOM" p2="g2-$RANDOM$RANDOM"
+    local khex
+    khex=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    printf '%s' "$khex" > "$TMP/gkeyfile"
+    mkdir -p "$src"
+    head -c 1500000 /dev/urandom > "$src/g0"
+    expect_exit 0 env COFFER_PASSWORD="$p0" "$COFFER" --repo "$r" init --kdf-log-n 10 --pack-size 262144 || return 1
+    expect_exit 0 env COFFER_PASSWORD="$p0" COFFER_NEW_KEY="$khex" "$COFFER" --repo "$r" key add || return 1
+    expect_exit 0 env COFFER_PASSWORD="$p0" "$COFFER" --repo "$r" backup "$src" -q || return 1
+    cp -a "$src" "$TMP/gstate1"
+    expect_exit 0 env COFFER_PASSWORD="$p0" COFFER_NEW_PASSWORD="$p1" "$COFFER" --repo "$r" key rotate --kdf-log-n 10 || return 1
+    head -c 1500000 /dev/urandom > "$src/g1"
+    expect_exit 0 env COFFER_PASSWORD="$p1" "$COFFER" --repo "$r" backup "$src" -q || return 1
+    cp -a "$src" "$TMP/gstate2"
+    expect_exit 0 env COFFER_PASSWORD="$p1" COFFER_NEW_PASSWORD="$p2" "$COFFER" --repo "$r" key rotate --kdf-log-n 10 || return 1
+    rm "$src/g0"
+    head -c 1500000 /dev/urandom > "$src/g2"
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" backup "$src" -q || return 1
+    cp -a "$src" "$TMP/gstate3"
+    local before after
+    before=$(gen_counts "$p2" "$r")
+    echo "# packs by generation after two rotations: $before"
+    [[ "$before" =~ ^0:[1-9][0-9]*\ 1:[1-9][0-9]*\ 2:[1-9][0-9]*$ ]] || { note "not three generations with packs: '$before'"; return 1; }
+    object_gens "$r" | sort > "$TMP/gens.before"
+
+    # a generation still in use cannot be destroyed
+    expect_exit 2 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key retire-generation 1 || return 1
+    output_has "still in use by [1-9][0-9]* packs" "refusal to retire a used generation does not say why"
+    expect_exit 2 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key retire-generation 2 || return 1
+    output_has "current" "refusal to retire the current generation does not say why"
+
+    # re-encrypt generation 1 only: generation 0's packs stay as they are
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" rewrite --reencrypt --generation 1 --json || return 1
+    local retired
+    retired=$(json_get "$OUT" "j['generations_retired']")
+    check "rewrite --generation 1 did not retire generation 1 ($retired)" test "$retired" = 1
+    after=$(gen_counts "$p2" "$r")
+    echo "# packs by generation after rewrite --generation 1: $after"
+    check "generation 0's pack count changed: '$before' -> '$after'" test "${before%% *}" = "${after%% *}"
+    [[ "$after" != *" 1:"* ]] || note "packs of generation 1 remain: '$after'"
+    object_gens "$r" | sort > "$TMP/gens.after"
+    check "a pack of generation 0 or 2 was rewritten or removed" \
+        bash -c "comm -23 <(grep -E '^data .* (0|2)\$' '$TMP/gens.before') '$TMP/gens.after' | grep -q . && exit 1 || exit 0"
+    check "a snapshot of generation 0 was re-sealed" \
+        bash -c "comm -23 <(grep -E '^snapshots .* 0\$' '$TMP/gens.before') '$TMP/gens.after' | grep -q . && exit 1 || exit 0"
+    check "an object of generation 1 remains" bash -c "! grep -q ' 1\$' '$TMP/gens.after'"
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key list --json || return 1
+    check "the key in use still holds generation 1" \
+        python3 -c 'import json,sys; k=[k for k in json.load(open(sys.argv[1])) if k["current"]][0]; sys.exit(0 if k["generations"] == [0, 2] else 1)' "$OUT"
+
+    # generation 0: re-encrypted, but the key-file slot still seals new data under it
+    expect_exit 2 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key retire-generation 0 || return 1
+    output_has "in use by [1-9][0-9]* packs" "refusal to retire generation 0 does not name its packs"
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" rewrite --reencrypt --generation 0 || return 1
+    output_has "key slot [0-9a-f]{8} still seals new data under it" "rewrite does not say why generation 0 is kept"
+    expect_exit 2 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key retire-generation 0 || return 1
+    output_has "still seals new data" "retiring a generation another slot writes under is not refused"
+    local old
+    old=$(env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key list --json | python3 -c 'import json,sys; print([k["id"] for k in json.load(sys.stdin) if k["kind"]=="key"][0])')
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key remove "$old" || return 1
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key retire-generation 0 || return 1
+    expect_exit 1 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key retire-generation 0 || return 1
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key list --json || return 1
+    check "the key in use holds more than generation 2" \
+        python3 -c 'import json,sys; k=[k for k in json.load(open(sys.argv[1])) if k["current"]][0]; sys.exit(0 if k["generations"] == [2] else 1)' "$OUT"
+    after=$(gen_counts "$p2" "$r")
+    check "packs of another generation than 2 remain: '$after'" bash -c "[[ '$after' =~ ^2:[1-9][0-9]*\$ ]]"
+    object_gens "$r" > "$TMP/gens.final"
+    check "a pack or snapshot is sealed under another generation than 2" bash -c "! grep -vq ' 2\$' '$TMP/gens.final'"
+
+    # old secrets open nothing
+    expect_exit 11 env COFFER_PASSWORD="$p0" "$COFFER" --repo "$r" snapshots || return 1
+    expect_exit 11 env COFFER_PASSWORD="$p1" "$COFFER" --repo "$r" snapshots || return 1
+    expect_exit 11 "$COFFER" --repo "$r" --key-file "$TMP/gkeyfile" snapshots || return 1
+    # every snapshot restores bit-identical, oldest first
+    local ids id n=0
+    ids=$(env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" snapshots --json | python3 -c 'import json,sys; print(" ".join(s["id"] for s in sorted(json.load(sys.stdin), key=lambda s: s["time"])))')
+    for id in $ids; do
+        n=$((n + 1))
+        expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" restore "$id" --target "$TMP/grest$n" -q || return 1
+        check "snapshot $n does not restore bit-identical" diff -r "$TMP/gstate$n" "$TMP/grest$n$src"
+    done
+    check "not three snapshots ($n)" test "$n" = 3
+    expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" check --read-data || return 1
+}
+
 run_case "rotate, re-encrypt, remove the old slot: old secrets open nothing" case_rotate_reencrypt
 run_case "key rotate takes seconds on a repository of many packs" case_rotate_many_packs
 run_case "append-only key: refused operations change nothing in storage" case_append_only_storage
+run_case "three generations: rewrite --generation re-seals one, retire-generation destroys it" case_generations
 run_case "no password or key in output, errors, --json or the repository" case_no_secrets_in_output
 finish

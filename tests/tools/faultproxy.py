@@ -18,6 +18,25 @@ With --emulate-conditional, PUT and CompleteMultipartUpload requests carrying
 upstream under a lock), so servers without conditional writes (s3rver) behave like AWS for
 clients going through the proxy.
 
+With --object-lock, the proxy emulates S3 Object Lock for a bucket whose server (s3rver) has
+none. It records the object-lock headers of every write (x-amz-object-lock-mode,
+x-amz-object-lock-retain-until-date, Content-MD5, x-amz-checksum-*) and, like S3:
+  - refuses a PUT or CreateMultipartUpload with lock headers but no Content-MD5 or
+    x-amz-checksum-* header (400 InvalidRequest), with a mode other than GOVERNANCE or
+    COMPLIANCE or a retain-until date that is not in the future (400 InvalidArgument), and
+    an UploadPart of such an upload without Content-MD5 or x-amz-checksum-*;
+  - refuses DELETE and overwriting PUT of an object under retention until its retain-until
+    date, with 403 AccessDenied (GOVERNANCE: unless x-amz-bypass-governance-retention: true).
+This is S3's answer to a DELETE or PUT naming a locked object *version*. A DELETE or PUT
+without a version id on a real (versioned) Object Lock bucket instead succeeds and adds a
+delete marker or a new version, while the locked version stays until its date: that
+behaviour is not emulated. Retention is enforced only for objects written through the proxy
+since it started. GET /__faultproxy/objectlock returns JSON: "writes" (one entry per write
+request: method, path, kind put|create|part|complete, mode, until, content_md5, checksum,
+status) and "objects" (path -> mode, until). GET /__faultproxy/objectlock/expire?prefix=P ends
+the retention of every recorded object whose path starts with P (all by default): it stands
+in for the passing of the retention period, for the objects written so far only.
+
 --only REGEX restricts faults to requests whose "METHOD /path?query" matches.
 
 Control (answered by the proxy, never faulted): GET /__faultproxy/set?rate=R&delay_all=S sets
@@ -26,6 +45,7 @@ Upstream unreachable: 502 with an S3-style XML error. Prints "listening 127.0.0.
 ready; logs one line per fault on stderr. Standard library only.
 """
 import argparse
+import datetime
 import http.client
 import json
 import random
@@ -66,6 +86,10 @@ class State:
         self.counts["requests"] = 0
         self.counts["conditional_refused"] = 0
         self.counts["upstream_down"] = 0
+        self.counts["lock_refused"] = 0
+        self.lock_writes = []      # one dict per write request
+        self.lock_objects = {}     # path -> {"mode", "until" (epoch seconds), "until_text"}
+        self.lock_uploads = {}     # upload id -> lock dict of its CreateMultipartUpload
 
     def pick(self, what):
         with self.lock:
@@ -90,6 +114,22 @@ def xml_error(code, message, resource=""):
     return ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>%s</Code><Message>%s</Message>'
             '<Resource>%s</Resource><RequestId>faultproxy</RequestId></Error>'
             % (code, message, resource)).encode()
+
+
+def parse_until(text):
+    """An ISO 8601 retain-until date as epoch seconds, or None."""
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ"):
+        try:
+            d = datetime.datetime.strptime(text, fmt)
+            return d.replace(tzinfo=datetime.timezone.utc).timestamp()
+        except ValueError:
+            pass
+    return None
+
+
+def has_integrity(hmap):
+    return "content-md5" in hmap or any(k.startswith("x-amz-checksum-") and
+                                        k != "x-amz-checksum-algorithm" for k in hmap)
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -218,6 +258,109 @@ class Handler(socketserver.StreamRequestHandler):
             self.send_simple(200, "OK", body, "application/json")
         return True
 
+    def lock_control(self, target):
+        u = urllib.parse.urlparse(target)
+        q = urllib.parse.parse_qs(u.query)
+        with STATE.lock:
+            if u.path.endswith("/expire"):
+                prefix = q.get("prefix", [""])[0]
+                n = 0
+                for path, o in STATE.lock_objects.items():
+                    if path.startswith(prefix):
+                        o["until"] = 0.0
+                        n += 1
+                body = json.dumps({"expired": n}).encode() + b"\n"
+            else:
+                body = json.dumps({"writes": STATE.lock_writes,
+                                   "objects": STATE.lock_objects}).encode() + b"\n"
+        self.send_simple(200, "OK", body, "application/json")
+        return True
+
+    def lock_check(self, method, target, hmap):
+        """Object Lock emulation before forwarding: None to forward, or (record, refusal)
+        where refusal is None or (status, reason, code, message)."""
+        u = urllib.parse.urlparse(target)
+        q = urllib.parse.parse_qs(u.query, keep_blank_values=True)
+        path = u.path
+        if method == "DELETE" and "uploadId" not in q:
+            kind = "delete"
+        elif method == "PUT" and "partNumber" in q:
+            kind = "part"
+        elif method == "PUT":
+            kind = "put"
+        elif method == "POST" and "uploads" in q:
+            kind = "create"
+        elif method == "POST" and "uploadId" in q:
+            kind = "complete"
+        else:
+            return None
+        if path.count("/") < 2:
+            return None  # bucket-level requests
+        rec = {"method": method, "path": path, "kind": kind,
+               "mode": hmap.get("x-amz-object-lock-mode"),
+               "until": hmap.get("x-amz-object-lock-retain-until-date"),
+               "content_md5": "content-md5" in hmap,
+               "checksum": sorted(k for k in hmap if k.startswith("x-amz-checksum-")),
+               "upload_id": q.get("uploadId", [None])[0]}
+        now = time.time()
+        denied = (403, "Forbidden", "AccessDenied", "Access Denied")
+        with STATE.lock:
+            held = STATE.lock_objects.get(path)
+            locked = held is not None and held["until"] > now
+            bypass = hmap.get("x-amz-bypass-governance-retention", "").lower() == "true"
+            # a conditional write of an existing key is answered 412 first
+            conditional = hmap.get("if-none-match", "") == "*"
+            if kind in ("delete", "put", "complete") and locked and not conditional and not (
+                    held["mode"] == "GOVERNANCE" and bypass):
+                return rec, denied
+            if kind in ("put", "create") and (rec["mode"] or rec["until"]):
+                if not rec["mode"] or not rec["until"]:
+                    return rec, (400, "Bad Request", "InvalidArgument",
+                                 "x-amz-object-lock-retain-until-date and x-amz-object-lock-mode "
+                                 "must both be supplied")
+                if rec["mode"] not in ("GOVERNANCE", "COMPLIANCE"):
+                    return rec, (400, "Bad Request", "InvalidArgument",
+                                 "Unknown wormMode directive.")
+                t = parse_until(rec["until"])
+                if t is None or t <= now:
+                    return rec, (400, "Bad Request", "InvalidArgument",
+                                 "The retain until date must be in the future!")
+                if kind == "put" and not has_integrity(hmap):
+                    return rec, (400, "Bad Request", "InvalidRequest",
+                                 "Content-MD5 OR x-amz-checksum- HTTP header is required for Put "
+                                 "Object requests with Object Lock parameters")
+            if kind == "part":
+                up = STATE.lock_uploads.get(rec["upload_id"])
+                if up and not has_integrity(hmap):
+                    return rec, (400, "Bad Request", "InvalidRequest",
+                                 "Content-MD5 OR x-amz-checksum- HTTP header is required for Put "
+                                 "Part requests with Object Lock parameters")
+        return rec, None
+
+    def lock_after(self, rec, status, data):
+        """Record a forwarded write and the retention it sets."""
+        with STATE.lock:
+            rec["status"] = status
+            STATE.lock_writes.append(rec)
+            if status // 100 != 2:
+                return
+            lock = None
+            if rec["mode"] and rec["until"]:
+                lock = {"mode": rec["mode"], "until": parse_until(rec["until"]),
+                        "until_text": rec["until"]}
+            if rec["kind"] == "put" and lock:
+                STATE.lock_objects[rec["path"]] = lock
+            elif rec["kind"] == "create" and lock:
+                m = re.search(rb"<UploadId>([^<]+)</UploadId>", data or b"")
+                if m:
+                    STATE.lock_uploads[m.group(1).decode()] = (rec["path"], lock)
+            elif rec["kind"] == "complete":
+                up = STATE.lock_uploads.pop(rec["upload_id"], None)
+                if up:
+                    STATE.lock_objects[up[0]] = up[1]
+            elif rec["kind"] == "delete":
+                STATE.lock_objects.pop(rec["path"], None)
+
     def conditional_exists(self, method, target, hmap):
         """For If-None-Match: * writes: does the key exist upstream?"""
         u = urllib.parse.urlparse(target)
@@ -233,6 +376,8 @@ class Handler(socketserver.StreamRequestHandler):
         return r[0] == 200
 
     def one(self, method, target, headers, hmap, body):
+        if target.startswith("/__faultproxy/objectlock"):
+            return self.lock_control(target)
         if target.startswith("/__faultproxy/"):
             return self.control(target)
         if STATE.delay_all > 0:
@@ -251,6 +396,18 @@ class Handler(socketserver.StreamRequestHandler):
         if kind == "delay":
             time.sleep(0.1 + x * (STATE.args.delay_max - 0.1))
 
+        lock = self.lock_check(method, target, hmap) if STATE.args.object_lock else None
+        if lock and lock[1]:
+            rec, (status, reason, code, message) = lock
+            rec["status"] = status
+            with STATE.lock:
+                STATE.lock_writes.append(rec)
+                STATE.counts["lock_refused"] += 1
+            sys.stderr.write("object-lock %d %s %s %s\n" % (status, code, method, target[:160]))
+            sys.stderr.flush()
+            self.send_simple(status, reason, xml_error(code, message,
+                                                       urllib.parse.urlparse(target).path))
+            return True
         cond = STATE.args.emulate_conditional and hmap.get("if-none-match", "") == "*"
         if cond:
             STATE.cond_lock.acquire()
@@ -276,6 +433,8 @@ class Handler(socketserver.StreamRequestHandler):
                              head=method == "HEAD")
             return True
         status, reason, hdrs, data = r
+        if lock:
+            self.lock_after(lock[0], status, data)
         if kind == "drop-after":
             return False
         if kind == "error-after":
@@ -318,6 +477,8 @@ def main():
     ap.add_argument("--only", default="", help="fault only requests whose 'METHOD /target' "
                     "matches this regular expression")
     ap.add_argument("--emulate-conditional", action="store_true")
+    ap.add_argument("--object-lock", action="store_true",
+                    help="emulate S3 Object Lock: record lock headers, refuse early deletes")
     args = ap.parse_args()
     host, _, port = args.upstream.rpartition(":")
     args.upstream_host, args.upstream_port = host or "127.0.0.1", int(port)

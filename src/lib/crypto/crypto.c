@@ -58,6 +58,11 @@ static void tl_destroy(void *arg)
 
 static void global_init(void)
 {
+    /* OpenSSL's secure heap: key copies OpenSSL makes (an HMAC's key while it runs, private
+     * keys) go to pages it marks MADV_DONTDUMP (and locks when allowed), so a core dump taken
+     * in the middle of a computation does not hold them. Without it they are ordinary heap. */
+    if (!CRYPTO_secure_malloc_initialized())
+        (void)CRYPTO_secure_malloc_init((size_t)1 << 20, 16);
     g_sha256 = EVP_MD_fetch(NULL, "SHA2-256", NULL);
     g_hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
     g_aes_gcm = EVP_CIPHER_fetch(NULL, "AES-256-GCM", NULL);
@@ -217,6 +222,15 @@ typedef struct {
     size_t len;
 } cf_part;
 
+/* Wipe the stack just below the caller, where the library's frames were: OpenSSL leaves a
+ * copy of an HMAC key there (seen in core dumps of a running backup), and the stack is in
+ * every core dump. */
+static void __attribute__((noinline)) scrub_stack(void)
+{
+    uint8_t area[8192];
+    OPENSSL_cleanse(area, sizeof(area));
+}
+
 /* HMAC-SHA-256 over the concatenation of parts. */
 static void hmac_parts(uint8_t out[32], const uint8_t key[CF_KEY_LEN], const cf_part *parts,
                        size_t nparts)
@@ -231,6 +245,27 @@ static void hmac_parts(uint8_t out[32], const uint8_t key[CF_KEY_LEN], const cf_
     }
     if (EVP_MAC_final(m, out, &outlen, 32) != 1 || outlen != 32)
         crypto_fatal("hmac final");
+    /* the context is kept for the next call: leave no key in it (it is ordinary heap, which
+     * a core dump holds) */
+    static const uint8_t zero_key[CF_KEY_LEN];
+    if (EVP_MAC_init(m, zero_key, CF_KEY_LEN, NULL) != 1)
+        crypto_fatal("hmac reset");
+    scrub_stack();
+}
+
+/* The cipher context is kept for the next call: replace the key schedule (whose first round
+ * key is the key itself) and the GHASH key by those of an all-zero key. */
+static void cipher_forget(EVP_CIPHER_CTX *c, bool enc)
+{
+    static const uint8_t zero_key[CF_KEY_LEN];
+    if (EVP_CIPHER_CTX_get0_cipher(c) == NULL)
+        return; /* never keyed */
+    int ok = enc ? EVP_EncryptInit_ex2(c, NULL, zero_key, NULL, NULL)
+                 : EVP_DecryptInit_ex2(c, NULL, zero_key, NULL, NULL);
+    if (ok != 1) {
+        ERR_clear_error();
+        EVP_CIPHER_CTX_reset(c); /* frees (and cleanses) what it held */
+    }
 }
 
 void cf_hmac_sha256(uint8_t out[32], const uint8_t key[CF_KEY_LEN], const void *data, size_t len)
@@ -306,6 +341,9 @@ fail:
     rc = cf_error_set(CF_EGENERIC, 0, "unable to seal with aes-256-gcm: %s",
                       ERR_reason_error_string(ERR_get_error()));
 out:
+    if (c)
+        cipher_forget(c, true);
+    scrub_stack();
     return rc;
 }
 
@@ -370,6 +408,9 @@ wipe:
     if (pt_len > 0)
         OPENSSL_cleanse(out, pt_len);
 out:
+    if (c)
+        cipher_forget(c, false);
+    scrub_stack();
     return rc;
 }
 

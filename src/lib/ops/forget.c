@@ -181,18 +181,33 @@ int cf_forget_apply(cf_repo *repo, const cf_forget_item *items, size_t count, si
     int rc = cf_repo_lock(repo, CF_LOCK_EXCLUSIVE);
     if (rc)
         return rc;
+    size_t refused = 0;
+    char first[65] = "", why[512] = "";
     for (size_t i = 0; i < count && rc == 0; i++) {
         if (items[i].keep)
             continue;
         char name[128];
         snprintf(name, sizeof(name), "snapshots/%s", items[i].snap->id);
         rc = cf_storage_remove(repo->st, name);
-        if (rc == CF_ENOTFOUND)
+        if (rc == CF_ENOTFOUND) {
             rc = 0; /* already gone */
-        else if (rc == 0)
+        } else if (rc == 0) {
             (*out_removed)++;
+        } else if (rc == CF_EPERM || rc == CF_EAUTH) {
+            /* under retention (S3 Object Lock): the snapshot stays, the others go */
+            if (!refused++) {
+                snprintf(first, sizeof(first), "%s", items[i].snap->id);
+                snprintf(why, sizeof(why), "%s", cf_error_last()->message);
+            }
+            rc = 0;
+        }
     }
     cf_repo_unlock(repo);
+    if (rc == 0 && refused) {
+        rc = cf_error_set(CF_EPARTIAL, 0, "%zu snapshots were kept: the storage refuses to delete "
+                          "them (snapshot %.8s: %s)", refused, first, why);
+        cf_error_hint("they can be forgotten once their retention period has passed");
+    }
     return rc;
 }
 

@@ -16,6 +16,7 @@ typedef struct {
     uint64_t used_bytes, unused_bytes;
     uint32_t used, unused;
     bool indexed, present, repack, remove, old_gen;
+    bool pinned;          /* listed by an old index file the storage refused to delete */
 } pack_info;
 
 typedef struct {
@@ -199,6 +200,27 @@ static int repack(pctx *c, pack_info *p, uint32_t pack_no)
     return rc;
 }
 
+/* An old index file stays (the storage refuses to delete it): mark the packs it lists so
+ * that they are kept. */
+static int pin_index_packs(pctx *c, const char *base)
+{
+    cf_buf b;
+    cf_index ix;
+    cf_buf_init(&b, 0);
+    cf_index__init(&ix);
+    int rc = cf_repo__get_object(&b, c->r, "index", CF_OBJ_INDEX, base);
+    if (rc == 0)
+        rc = cf_index__decode(&ix, b.data, b.len, base);
+    for (size_t i = 0; rc == 0 && i < ix.npacks; i++) {
+        pack_info *p = pack_get(c, &ix.packs[i], false);
+        if (p)
+            p->pinned = true;
+    }
+    cf_index__free(&ix);
+    cf_buf_free(&b);
+    return rc;
+}
+
 int cf_prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out)
 {
     return cf_ops__prune(r, o, out, true);
@@ -321,7 +343,7 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
             uint32_t gen = 0;
             if ((rc = cf_repo__pack_generation(r, &p->id, &gen)))
                 goto out;
-            if (gen != r->mk.gen) {
+            if (gen != r->mk.gen && (!o->only_generation || gen == o->generation)) {
                 p->old_gen = true;
                 p->repack = true;
                 c.st.bytes_freed += p->unused_bytes;
@@ -441,6 +463,13 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
                 rc = 0;
             else if (rc == 0)
                 c.st.index_files_deleted++;
+            else if (rc == CF_EPERM || rc == CF_EAUTH) {
+                /* under retention: it stays, so every pack it lists must stay too, or it
+                 * would point at missing packs */
+                msg(&c, "kept index file '%s': storage refuses to delete it (%s)",
+                    c.index_names[i], cf_error_last()->message);
+                rc = pin_index_packs(&c, base ? base + 1 : c.index_names[i]);
+            }
         }
         /* the index file written by the flush above is one of "old" ones only if listed
          * before; it was not, so remove it too: its entries are all in the new index */
@@ -456,6 +485,12 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
             continue;
         char pp[80];
         cf_pack__path(pp, &p->id);
+        if (p->pinned) {
+            msg(&c, "kept pack '%s': an index file under retention lists it", pp);
+            c.st.packs_locked++;
+            c.st.bytes_freed -= p->size <= c.st.bytes_freed ? p->size : c.st.bytes_freed;
+            continue;
+        }
         rc = cf_storage_remove(r->st, pp);
         if (rc == CF_ENOTFOUND)
             rc = 0;

@@ -1,15 +1,16 @@
 /*
- * rewrite.c - re-encryption after a key rotation: repack old-generation packs, re-seal the
- * index and snapshot documents under the current generation, then retire the old
- * generations from the key slot in use.
+ * rewrite.c - re-encryption after a key rotation: repack old-generation packs (all older
+ * generations, or one), re-seal the index and snapshot documents under the current
+ * generation, then retire the generations nothing uses any more from the key slot in use.
  */
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "ops/ops.h"
 
-/* Re-seal every snapshot document sealed under an older generation. */
-static int reseal_snapshots(cf_repo *r, uint64_t *count)
+/* Re-seal every snapshot document sealed under an older generation (only: just that one,
+ * unless it is UINT32_MAX). */
+static int reseal_snapshots(cf_repo *r, uint32_t only, uint64_t *count)
 {
     cf_snapshot **list = NULL;
     size_t n = 0;
@@ -26,7 +27,7 @@ static int reseal_snapshots(cf_repo *r, uint64_t *count)
             break;
         uint32_t gen = len >= 16 ? cf_le32_get(data + 12) : 0;
         free(data);
-        if (gen == r->mk.gen)
+        if (gen == r->mk.gen || (only != UINT32_MAX && gen != only))
             continue;
         cf_buf_reset(&doc);
         if ((rc = cf_snapshot__encode(&doc, list[i])))
@@ -57,6 +58,15 @@ int cf_rewrite_reencrypt(cf_repo *r, const cf_credential *cred, const cf_prune_o
     cf_prune_opts po = opts ? *opts : (cf_prune_opts){.max_unused_percent = -1};
     if (cf_repo__require_admin(r, "rewrite"))
         return CF_EPERM;
+    if (po.only_generation && !cf_master__data_key(&r->mk, po.generation))
+        return cf_error_set(CF_ENOTFOUND, 0, "the key in use holds no data key generation %u",
+                            po.generation);
+    if (po.only_generation && po.generation == r->mk.gen) {
+        cf_error_set(CF_EINVAL, 0, "generation %u is the current one: there is nothing to "
+                     "re-encrypt it to", po.generation);
+        cf_error_hint("run 'coffer key rotate' first");
+        return CF_EINVAL;
+    }
     po.reencrypt = true;
     int rc = cf_repo_lock(r, CF_LOCK_EXCLUSIVE);
     if (rc)
@@ -65,20 +75,29 @@ int cf_rewrite_reencrypt(cf_repo *r, const cf_credential *cred, const cf_prune_o
         goto out;
     if (po.dry_run)
         goto out;
-    if ((rc = reseal_snapshots(r, &st.snapshots_resealed)))
+    if ((rc = reseal_snapshots(r, po.only_generation ? po.generation : UINT32_MAX,
+                               &st.snapshots_resealed)))
         goto out;
-    /* nothing needs the old generations now: the slot in use keeps the current one only */
-    if (r->mk.ngens > 1) {
-        cf_master_key mk = r->mk; /* mac, index and key pair stay */
-        memset(mk.gen_ids, 0, sizeof(mk.gen_ids));
-        cf_wipe(mk.gen_keys, sizeof(mk.gen_keys));
-        mk.ngens = 1;
-        mk.gen_ids[0] = r->mk.gen;
-        memcpy(mk.gen_keys[0], r->mk.data, CF_KEY_LEN);
-        st.generations_retired = r->mk.ngens - 1;
+    /* nothing needs the re-encrypted generations now: the slot in use drops them, unless
+     * something rewrite does not re-seal (archive objects) or another key slot still writes
+     * under one */
+    uint32_t gens[CF_MAX_GENERATIONS], ng = 0;
+    for (uint32_t i = 0; i < r->mk.ngens; i++) {
+        uint32_t gen = r->mk.gen_ids[i];
+        if (gen != r->mk.gen && (!po.only_generation || gen == po.generation))
+            gens[ng++] = gen;
+    }
+    for (uint32_t i = 0; i < ng && rc == 0; i++) {
         char id[65];
-        rc = cf_keys__replace_slot(r, &mk, cred, id);
-        cf_wipe(&mk, sizeof(mk));
+        rc = cf_keys__retire_generation(r, cred, gens[i], id);
+        if (rc == 0) {
+            st.generations_retired++;
+        } else if (rc == CF_EINVAL) {
+            if (po.on_message)
+                po.on_message(NULL, cf_error_last()->message, po.payload);
+            st.generations_kept++;
+            rc = 0;
+        }
     }
 out:
     cf_repo_unlock(r);

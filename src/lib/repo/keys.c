@@ -638,6 +638,156 @@ int cf_key_rotate(cf_repo *r, const cf_credential *cred, char out_id[65], uint32
     return rc;
 }
 
+/* ------------------------------------------------------------------ generations in use */
+
+typedef struct {
+    cf_repo *r;
+    uint32_t gen;
+    uint64_t *count;
+    int rc;
+} gen_scan;
+
+/* Count sealed objects (index, snapshots, archive) whose header names generation gen: the
+ * generation is bytes 12..15 of the 32-byte object header. */
+static int scan_object_gen(const char *name, uint64_t size, void *payload)
+{
+    gen_scan *c = payload;
+    if (size < 16)
+        return 0;
+    uint8_t *hdr = NULL;
+    size_t n = 0;
+    int rc = cf_storage_get(c->r->st, name, 0, 16, &hdr, &n);
+    if (rc == CF_ENOTFOUND || rc == CF_ECORRUPT) {
+        free(hdr);
+        return 0; /* gone meanwhile, or damaged: check's business */
+    }
+    if (rc == 0 && n == 16 && memcmp(hdr, "CFOB", 4) == 0 && cf_le32_get(hdr + 12) == c->gen)
+        (*c->count)++;
+    free(hdr);
+    return rc;
+}
+
+int cf_keys__generation_use(cf_repo *r, uint32_t gen, cf_generation_use *out)
+{
+    memset(out, 0, sizeof(*out));
+    int rc = 0;
+    for (size_t i = 0; i < r->index.npacks && rc == 0; i++) {
+        uint32_t g = 0;
+        rc = cf_repo__pack_generation(r, &r->index.packs[i], &g);
+        if (rc == CF_ENOTFOUND || rc == CF_ECORRUPT) {
+            rc = 0;
+            continue;
+        }
+        if (rc == 0 && g == gen && cf_index__has_pack(&r->index, &r->index.packs[i]))
+            out->packs++;
+    }
+    gen_scan c = {r, gen, &out->snapshots, 0};
+    if (rc == 0)
+        rc = cf_storage_list(r->st, "snapshots/", scan_object_gen, &c);
+    c.count = &out->index_files;
+    if (rc == 0)
+        rc = cf_storage_list(r->st, "index/", scan_object_gen, &c);
+    c.count = &out->archive_objects;
+    if (rc == 0)
+        rc = cf_storage_list(r->st, "archive/", scan_object_gen, &c);
+    return rc;
+}
+
+int cf_key_generation_use(cf_repo *r, uint32_t gen, cf_generation_use *out)
+{
+    int rc = cf_repo_lock(r, CF_LOCK_SHARED);
+    if (rc)
+        return rc;
+    rc = cf_keys__generation_use(r, gen, out);
+    cf_repo_unlock(r);
+    return rc;
+}
+
+/* Another admin or append-only slot whose current generation is gen still seals new data
+ * under it: name it in out (first 8 hex digits). Write-only slots seal to the public key. */
+static int slot_writing_under(char out[9], cf_repo *r, uint32_t gen)
+{
+    cf_key_info *v = NULL;
+    size_t n = 0;
+    out[0] = '\0';
+    int rc = cf_key_list(&v, &n, r);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (v[i].current || v[i].role == CF_ROLE_WRITE_ONLY || strcmp(v[i].kdf, "damaged") == 0)
+            continue;
+        if (v[i].current_generation == gen) {
+            snprintf(out, 9, "%.8s", v[i].id);
+            break;
+        }
+    }
+    free(v);
+    return rc;
+}
+
+int cf_keys__retire_generation(cf_repo *r, const cf_credential *cred, uint32_t gen, char out_id[65])
+{
+    if (!cf_master__data_key(&r->mk, gen))
+        return cf_error_set(CF_ENOTFOUND, 0, "the key in use holds no data key generation %u", gen);
+    if (gen == r->mk.gen) {
+        cf_error_set(CF_EINVAL, 0, "refusing to retire data key generation %u: it is the current "
+                     "one, which seals everything written now", gen);
+        cf_error_hint("run 'coffer key rotate' first to start a new generation");
+        return CF_EINVAL;
+    }
+    cf_generation_use u;
+    int rc = cf_keys__generation_use(r, gen, &u);
+    if (rc)
+        return rc;
+    if (u.packs || u.snapshots || u.index_files || u.archive_objects) {
+        cf_error_set(CF_EINVAL, 0, "refusing to retire data key generation %u: still in use by "
+                     "%llu packs, %llu snapshots, %llu index files and %llu archive objects",
+                     gen, (unsigned long long)u.packs, (unsigned long long)u.snapshots,
+                     (unsigned long long)u.index_files, (unsigned long long)u.archive_objects);
+        cf_error_hint(u.archive_objects && !u.packs && !u.snapshots && !u.index_files
+                          ? "archive objects are not re-sealed: retire the generation once they "
+                            "have been removed"
+                          : "run 'coffer rewrite --reencrypt --generation %u' first", gen);
+        return CF_EINVAL;
+    }
+    char other[9];
+    if ((rc = slot_writing_under(other, r, gen)))
+        return rc;
+    if (other[0]) {
+        cf_error_set(CF_EINVAL, 0, "refusing to retire data key generation %u: key slot %s still "
+                     "seals new data under it", gen, other);
+        cf_error_hint("remove that key slot first ('coffer key remove %s')", other);
+        return CF_EINVAL;
+    }
+    cf_master_key mk = r->mk;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < r->mk.ngens; i++) {
+        if (r->mk.gen_ids[i] == gen)
+            continue;
+        mk.gen_ids[k] = r->mk.gen_ids[i];
+        memcpy(mk.gen_keys[k], r->mk.gen_keys[i], CF_KEY_LEN);
+        k++;
+    }
+    for (uint32_t i = k; i < CF_MAX_GENERATIONS; i++) {
+        mk.gen_ids[i] = 0;
+        cf_wipe(mk.gen_keys[i], CF_KEY_LEN);
+    }
+    mk.ngens = k;
+    rc = cf_keys__replace_slot(r, &mk, cred, out_id);
+    cf_wipe(&mk, sizeof(mk));
+    return rc;
+}
+
+int cf_key_retire_generation(cf_repo *r, const cf_credential *cred, uint32_t gen, char out_id[65])
+{
+    if (cf_repo__require_admin(r, "retiring a key generation"))
+        return CF_EPERM;
+    int rc = cf_repo_lock(r, CF_LOCK_EXCLUSIVE); /* no writer runs while usage is counted */
+    if (rc)
+        return rc;
+    rc = cf_keys__retire_generation(r, cred, gen, out_id);
+    cf_repo_unlock(r);
+    return rc;
+}
+
 int cf_key_generation_usage(cf_repo *r, uint32_t *gens, uint64_t *counts, size_t max, size_t *n)
 {
     *n = 0;

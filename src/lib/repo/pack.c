@@ -477,8 +477,8 @@ int cf_repo__remove_flushed_indexes(cf_repo *r, const char *keep, uint64_t *coun
         char path[80];
         snprintf(path, sizeof(path), "index/%s", r->written_indexes[i]);
         rc = cf_storage_remove(r->st, path);
-        if (rc == CF_ENOTFOUND)
-            rc = 0;
+        if (rc == CF_ENOTFOUND || rc == CF_EPERM || rc == CF_EAUTH)
+            rc = 0; /* refused under retention: it stays, listing packs that stay too */
         else if (rc == 0)
             (*count)++;
     }

@@ -138,11 +138,12 @@ int cf_pipeline__start(cf_repo *r, unsigned n)
     p->cap = (size_t)n + 1; /* each queued batch holds up to a chunk or 1 MiB: keep few */
     p->q = cf_calloc(p->cap, sizeof(batch *));
     p->threads = cf_calloc(n, sizeof(pthread_t));
-    p->workers = cf_calloc(n, sizeof(worker));
+    /* the workers' pack writers hold the keys of the packs being built: out of core dumps */
+    p->workers = cf_secret_alloc(n * sizeof(worker));
     if (!p->q || !p->threads || !p->workers) {
         free(p->q);
         free(p->threads);
-        free(p->workers);
+        cf_secret_free(p->workers, n * sizeof(worker));
         free(p);
         return CF_ENOMEM;
     }
@@ -283,7 +284,7 @@ int cf_pipeline__stop(cf_repo *r)
     pthread_cond_destroy(&p->idle);
     free(p->q);
     free(p->threads);
-    free(p->workers);
+    cf_secret_free(p->workers, p->n * sizeof(worker));
     free(p);
     r->pipe = NULL;
     return rc;

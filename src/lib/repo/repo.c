@@ -4,10 +4,6 @@
  */
 #include <errno.h>
 #include <stdarg.h>
-#include <sys/mman.h>
-#ifdef __SANITIZE_ADDRESS__
-#include <sanitizer/lsan_interface.h>
-#endif
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -245,32 +241,11 @@ int cf_repo_open(cf_repo **out, const char *url, const char *password)
     return cf_repo_open_cred(out, url, &cred);
 }
 
-/* The handle holds the key bundle: it lives in pages of its own, locked out of core dumps
+/* The handle holds the key bundle: it lives in pages of its own, left out of core dumps
  * (MADV_DONTDUMP) and wiped before they are returned. */
-static cf_repo *repo_alloc(void)
-{
-    size_t size = (sizeof(cf_repo) + 4095) & ~(size_t)4095;
-    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
-        cf_error_set(CF_ENOMEM, errno, "out of memory for a repository handle");
-        return NULL;
-    }
-    (void)madvise(p, size, MADV_DONTDUMP); /* best effort: a kernel without it dumps */
-#ifdef __SANITIZE_ADDRESS__
-    __lsan_register_root_region(p, size); /* what the handle points to is not leaked */
-#endif
-    return p; /* anonymous pages are zero-filled */
-}
+static cf_repo *repo_alloc(void) { return cf_secret_alloc(sizeof(cf_repo)); }
 
-static void repo_free(cf_repo *r)
-{
-    size_t size = (sizeof(cf_repo) + 4095) & ~(size_t)4095;
-    cf_wipe(r, sizeof(*r));
-#ifdef __SANITIZE_ADDRESS__
-    __lsan_unregister_root_region(r, size);
-#endif
-    munmap(r, size);
-}
+static void repo_free(cf_repo *r) { cf_secret_free(r, sizeof(*r)); }
 
 struct accept_ctx {
     cf_repo *r;

@@ -368,6 +368,12 @@ void cf_pack__path(char out[80], const cf_id *id);
 void cf_repo__warn(cf_repo *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int cf_repo__refresh_lock(cf_repo *r);
 
+/* Count what is sealed under gen (no locking: the caller holds a lock). */
+int cf_keys__generation_use(cf_repo *r, uint32_t gen, cf_generation_use *out);
+/* Retire gen from the slot in use (checks as cf_key_retire_generation; the caller holds the
+ * exclusive lock). */
+int cf_keys__retire_generation(cf_repo *r, const cf_credential *cred, uint32_t gen,
+                               char out_id[65]);
 /* Key slots. */
 int cf_keys__create(cf_storage *st, const cf_master_key *mk, const cf_credential *cred,
                     cf_key_role role, char out_id[65]);

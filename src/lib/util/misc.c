@@ -8,7 +8,11 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 
 #include "util/util.h"
 
@@ -72,6 +76,35 @@ void cf_wipe(void *p, size_t n)
 {
     if (p && n)
         OPENSSL_cleanse(p, n);
+}
+
+static size_t page_round(size_t n) { return (n + 4095) & ~(size_t)4095; }
+
+void *cf_secret_alloc(size_t n)
+{
+    size_t size = page_round(n ? n : 1);
+    void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        cf_error_set(CF_ENOMEM, errno, "out of memory allocating %zu bytes for secrets", n);
+        return NULL;
+    }
+    (void)madvise(p, size, MADV_DONTDUMP);
+#ifdef __SANITIZE_ADDRESS__
+    __lsan_register_root_region(p, size); /* what it points to is not leaked */
+#endif
+    return p; /* anonymous pages are zero-filled */
+}
+
+void cf_secret_free(void *p, size_t n)
+{
+    if (!p)
+        return;
+    size_t size = page_round(n ? n : 1);
+    OPENSSL_cleanse(p, n ? n : 1);
+#ifdef __SANITIZE_ADDRESS__
+    __lsan_unregister_root_region(p, size);
+#endif
+    munmap(p, size);
 }
 
 void cf_hex_encode(char *out, const uint8_t *in, size_t len)

@@ -95,6 +95,11 @@ static inline bool cf_add_ok(size_t a, size_t b, size_t *out) { return !__builti
 
 /* Wipe secrets (OPENSSL_cleanse). */
 void cf_wipe(void *p, size_t n);
+/* Zeroed memory for secrets, in pages of their own marked MADV_DONTDUMP so that a core dump
+ * leaves them out (best effort: a kernel without it dumps them). NULL + CF_ENOMEM on
+ * failure. cf_secret_free wipes and unmaps; n must be the size given to cf_secret_alloc. */
+void *cf_secret_alloc(size_t n);
+void cf_secret_free(void *p, size_t n);
 
 /* time functions are public: see coffer/common.h */
 

@@ -301,7 +301,9 @@ static int not_found(const s3 *s, const char *name)
 
 static bool lock_applies(const s3 *s, const char *name)
 {
-    return s->loc.object_lock && !cf_str_has_prefix(name, s->loc.lock_exclude);
+    /* the probe of conditional writes (".tmp-…") is removed at once: no retention for it */
+    return s->loc.object_lock && !cf_str_has_prefix(name, s->loc.lock_exclude) &&
+           !cf_str_has_prefix(name, ".tmp-");
 }
 
 static void object_headers(s3_req *r, const char *name)
@@ -866,7 +868,14 @@ static int s3_remove(void *self, const char *name)
             rc = 0;
         else if (resp.status == 404 && !(resp.err_code && strcmp(resp.err_code, "NoSuchBucket") == 0))
             rc = not_found(s, name);
-        else
+        else if (resp.status == 403 && lock_applies(s, name)) {
+            /* the read above went through: the refusal is about deleting this object */
+            rc = cf_error_set(CF_EPERM, 403, "unable to remove '%s' in '%s': the server refused "
+                              "(%s): it is under Object Lock retention", name, s->display,
+                              resp.err_code ? resp.err_code : "403");
+            cf_error_hint("objects written with object_lock=%s can be deleted once the %u days of "
+                          "retention have passed", s->loc.object_lock, s->loc.retain_days);
+        } else
             rc = s3_fail(s, "remove", name, &resp);
     }
     req_free(&r);
