@@ -56,7 +56,7 @@ case_rotate_reencrypt() {
 case_rotate_many_packs() {
     # key rotate never reads packs: its time does not depend on their number
     local r="$TMP/many" packs=10000
-    [[ "$COFFER" == *asan* ]] && packs=2000
+    [[ "${COFFER_BIN:-}" == *asan* ]] && packs=2000
     mkdir -p "$TMP/manysrc"
     # packs of 64 KiB: enough incompressible data for $packs of them
     head -c $((packs * 90000)) /dev/urandom > "$TMP/manysrc/data"
