@@ -105,6 +105,50 @@ int cf_pg_wal_push(cf_repo *repo, const char *cluster, const char *path);
  * when it is damaged, CF_EINVAL when name is not a WAL file name. */
 int cf_pg_wal_fetch(cf_repo *repo, const char *cluster, const char *name, const char *dest);
 
+/* ---------------------------------------------------------------- WAL prefetch spool */
+
+/*
+ * A spool is a directory (one per recovering cluster, e.g. DATADIR/pg_wal/coffer-prefetch)
+ * where a fetch that opened the repository leaves the segments that follow the one asked
+ * for, so that the next calls of restore_command take them without opening the repository.
+ * A spooled segment is written under a temporary name and renamed, when complete and
+ * checked, to "<name>.<sha256 of its content>"; it is handed out only under that name, after
+ * its size, segment header and SHA-256 were checked again. Only segments are spooled (never
+ * history, .partial or backup history files), and only segments that are in the archive:
+ * "not archived" is never remembered.
+ */
+typedef struct {
+    const char *spool_dir;   /* created (0700, its parent must exist); NULL: no prefetch */
+    unsigned count;          /* segments after the one asked for (same timeline); 0: none */
+    uint64_t max_bytes;      /* the spool's bound, spooled segments included; 0: 256 MiB */
+    unsigned threads;        /* parallel fetches; 0: 2 */
+} cf_pg_prefetch_opts;
+
+typedef struct {
+    unsigned spooled;        /* segments written into the spool by this call */
+    unsigned present;        /* following segments that were already in the spool */
+    bool skipped;            /* the spool could not be used (not writable, busy): no prefetch */
+} cf_pg_prefetch_result;
+
+/* Hand the segment name from spool_dir to dest (a rename; a copy across file systems),
+ * without a repository. 0 when written; CF_ENOTFOUND when the spool does not hold it, or
+ * holds it damaged (the file is then removed), or anything else went wrong: the caller
+ * then fetches from the repository. Spooled segments PostgreSQL has moved past (lower
+ * segment numbers, lower timelines) are removed after a segment was handed out. */
+int cf_pg_spool_take(const char *spool_dir, const char *name, const char *dest);
+
+/* cf_pg_wal_fetch, then, when name is a segment and it was fetched, fetch up to
+ * opts->count following segments of its timeline that are archived (stopping at the first
+ * that is not) into opts->spool_dir, with one repository open and opts->threads fetches in
+ * parallel, within opts->max_bytes. The return code is cf_pg_wal_fetch's: problems of the
+ * prefetch only make it spool less. out (may be NULL) tells what was spooled. */
+int cf_pg_wal_fetch_ahead(cf_repo *repo, const char *cluster, const char *name, const char *dest,
+                          const cf_pg_prefetch_opts *opts, cf_pg_prefetch_result *out);
+
+/* Remove the spool's files (spooled segments and leftover temporary files) and the
+ * directory if it is then empty. 0 when it is gone or never existed. */
+int cf_pg_spool_remove(const char *spool_dir);
+
 /* Parse "X/Y" (hexadecimal halves) into an LSN; format one the same way (out: 20 bytes). */
 int cf_pg_lsn_parse(uint64_t *out, const char *s);
 void cf_pg_lsn_format(char out[20], uint64_t lsn);

@@ -375,6 +375,12 @@ out:
 
 /* ------------------------------------------------------------------ pg restore */
 
+/* Segments a restore_command fetches ahead into its spool (see wal_fetch). */
+#define PREFETCH_DEFAULT 16u
+/* The spool of a restore_command without --spool: inside the data directory PostgreSQL runs
+ * it in; none elsewhere (the working directory is not a data directory). */
+#define SPOOL_DEFAULT "pg_wal/coffer-prefetch"
+
 static char *self_exe(void)
 {
     char buf[PATH_MAX];
@@ -499,7 +505,7 @@ static int pg_restore_cmd(int argc, char **argv)
 {
     enum { O_TARGET = P_FIRST_SUB, O_SNAP, O_TIME, O_LSN, O_XID, O_NAME, O_LATEST, O_IMMEDIATE,
            O_EXCL, O_TIMELINE, O_STANDBY, O_ACTION, O_START, O_SET, O_OWNER, O_ARCHMODE,
-           O_ENVFILE, O_LOG, O_WAIT, O_NOVERIFY, O_RESTCMD };
+           O_ENVFILE, O_LOG, O_WAIT, O_NOVERIFY, O_RESTCMD, O_PREFETCH };
     static const struct option opts[] = {
         PG_COMMON_OPTIONS,
         {"target", required_argument, NULL, O_TARGET},
@@ -523,14 +529,16 @@ static int pg_restore_cmd(int argc, char **argv)
         {"wait-timeout", required_argument, NULL, O_WAIT},
         {"no-verify", no_argument, NULL, O_NOVERIFY},
         {"restore-command", required_argument, NULL, O_RESTCMD},
+        {"prefetch", required_argument, NULL, O_PREFETCH},
         {NULL, 0, NULL, 0},
     };
     pg_common pc;
     cf_pg_restore_opts o;
-    cli_strs sets = {0}, envl = {0};
+    cli_strs sets = {0}, envl = {0}, allsets = {0};
     char **owned = NULL;
     size_t nowned = 0;
-    char *envfile = NULL, *exe = NULL, *cmd = NULL;
+    char *envfile = NULL, *exe = NULL, *cmd = NULL, *spool = NULL, *endcmd = NULL;
+    unsigned prefetch = PREFETCH_DEFAULT;
     bool cluster_given = false;
     int ntargets = 0, c, rc = 0;
     cli_cred cred;
@@ -578,6 +586,16 @@ static int pg_restore_cmd(int argc, char **argv)
         }
         case O_NOVERIFY: o.no_verify = true; break;
         case O_RESTCMD: o.restore_command = optarg; break;
+        case O_PREFETCH: {
+            char *end;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (end == optarg || *end || v > 1024) {
+                rc = cli_usage("pg restore: --prefetch takes a number of segments from 0 to 1024");
+                goto out;
+            }
+            prefetch = (unsigned)v;
+            break;
+        }
         default:
             rc = cli_usage("pg restore: unknown or incomplete option '%s'", argv[optind - 1]);
             goto out;
@@ -604,7 +622,6 @@ static int pg_restore_cmd(int argc, char **argv)
     pg_common_done(&pc, cluster_given);
     o.cluster = pc.cluster;
     o.bindir = pc.conn.bindir;
-    o.settings = sets.v;
     o.on_message = pg_msg;
     if (!g.repo) {
         rc = cli_usage("no repository given: use --repo or set COFFER_REPO");
@@ -632,11 +649,17 @@ static int pg_restore_cmd(int argc, char **argv)
             envfile = abs_path(o.env_file);
         else if (dir && (envfile = malloc(strlen(dir) + 16)))
             snprintf(envfile, strlen(dir) + 16, "%s.coffer.env", dir);
+        /* segments prefetched into a spool inside the new data directory (pg_wal is not
+         * part of base backups), removed when recovery ends */
+        if (dir && (spool = malloc(strlen(dir) + 32)))
+            snprintf(spool, strlen(dir) + 32, "%s/pg_wal/coffer-prefetch", dir);
         free(dir);
         exe = self_exe();
-        size_t n = (envfile ? strlen(envfile) : 0) * 4 + (exe ? strlen(exe) : 0) * 4 + 128;
+        size_t n = ((envfile ? strlen(envfile) : 0) + (spool ? strlen(spool) : 0) +
+                    (exe ? strlen(exe) : 0)) * 4 + 160;
         cmd = calloc(1, n);
-        if (!envfile || !exe || !cmd ||
+        endcmd = calloc(1, n);
+        if (!envfile || !spool || !exe || !cmd || !endcmd ||
             (rc = restore_env(&envl, &owned, &nowned, &cred, pc.cluster))) {
             rc = rc ? rc : cli_fail(CF_ENOMEM);
             cf_repo_close(repo);
@@ -647,11 +670,24 @@ static int pg_restore_cmd(int argc, char **argv)
         sh_append(cmd, n, envfile);
         if (!o.standby)
             strncat(cmd, " --abort-on-error", n - strlen(cmd) - 1);
+        snprintf(cmd + strlen(cmd), n - strlen(cmd), " --prefetch %u --spool ", prefetch);
+        sh_append(cmd, n, spool);
         strncat(cmd, " %f %p", n - strlen(cmd) - 1);
         o.restore_command = cmd;
         o.env_file = envfile;
         o.env_lines = envl.v;
+        if (prefetch > 0) {
+            strncat(endcmd, "recovery_end_command=", n - 1);
+            sh_append(endcmd, n, exe);
+            strncat(endcmd, " wal-fetch --remove-spool --spool ", n - strlen(endcmd) - 1);
+            sh_append(endcmd, n, spool);
+            /* first: a --set recovery_end_command given by the user comes later and wins */
+            cli_strs_push(&allsets, endcmd);
+        }
     }
+    for (size_t i = 0; i < sets.n; i++)
+        cli_strs_push(&allsets, sets.v[i]);
+    o.settings = allsets.v;
     cf_pg_restore_result res;
     int rrc = cf_pg_restore(repo, &o, &res);
     cf_repo_close(repo);
@@ -689,7 +725,10 @@ out:
     free(envfile);
     free(exe);
     free(cmd);
+    free(spool);
+    free(endcmd);
     cli_strs_free(&sets);
+    cli_strs_free(&allsets);
     cli_strs_free(&envl);
     return rc;
 }
@@ -1138,39 +1177,101 @@ out:
     return rc;
 }
 
+
+static const char *default_spool(void)
+{
+    struct stat st;
+    return stat("pg_wal", &st) == 0 && S_ISDIR(st.st_mode) && access("PG_VERSION", F_OK) == 0
+               ? SPOOL_DEFAULT
+               : NULL;
+}
+
 /* 0 written, -1 not archived, otherwise an exit code */
 static int wal_fetch(int argc, char **argv)
 {
-    enum { O_ABORT = P_FIRST_SUB };
+    enum { O_ABORT = P_FIRST_SUB, O_PREFETCH, O_SPOOL, O_SPOOLSIZE, O_RMSPOOL };
     static const struct option opts[] = {
         PG_COMMON_OPTIONS,
         {"abort-on-error", no_argument, NULL, O_ABORT},
+        {"prefetch", required_argument, NULL, O_PREFETCH},
+        {"spool", required_argument, NULL, O_SPOOL},
+        {"spool-size", required_argument, NULL, O_SPOOLSIZE},
+        {"remove-spool", no_argument, NULL, O_RMSPOOL},
         {NULL, 0, NULL, 0},
     };
     pg_common pc;
-    bool cluster_given = false;
+    cf_pg_prefetch_opts po;
+    bool cluster_given = false, remove_spool = false;
     int c, rc = 0;
     pg_common_init(&pc);
+    memset(&po, 0, sizeof(po));
+    po.count = PREFETCH_DEFAULT;
     PARSE_LOOP_HEAD(opts)
-        if (c == O_ABORT)
-            continue;
-        return cli_usage("wal-fetch: unknown or incomplete option '%s'", argv[optind - 1]);
+        char *end;
+        unsigned long v;
+        switch (c) {
+        case O_ABORT: break;
+        case O_PREFETCH:
+            v = strtoul(optarg, &end, 10);
+            if (end == optarg || *end || v > 1024)
+                return cli_usage("wal-fetch: --prefetch takes a number of segments from 0 to "
+                                 "1024");
+            po.count = (unsigned)v;
+            break;
+        case O_SPOOL: po.spool_dir = optarg; break;
+        case O_SPOOLSIZE:
+            v = strtoul(optarg, &end, 10);
+            if (end == optarg || *end || v < 1 || v > 1048576)
+                return cli_usage("wal-fetch: --spool-size takes MiB from 1 to 1048576");
+            po.max_bytes = (uint64_t)v << 20;
+            break;
+        case O_RMSPOOL: remove_spool = true; break;
+        default:
+            return cli_usage("wal-fetch: unknown or incomplete option '%s'", argv[optind - 1]);
+        }
+    }
+    if (remove_spool) {
+        /* recovery_end_command: the spool is of no use once recovery ended */
+        if (optind != argc)
+            return cli_usage("wal-fetch --remove-spool takes no file names");
+        const char *dir = po.spool_dir ? po.spool_dir : default_spool();
+        int src = dir ? cf_pg_spool_remove(dir) : 0;
+        return src ? cli_fail(src) : 0;
     }
     if (optind + 2 != argc)
         return cli_usage("wal-fetch: give the WAL file name and the path to write "
                          "(restore_command = 'coffer wal-fetch %%f %%p')");
     pg_common_done(&pc, cluster_given);
+    const char *name = argv[optind], *dest = argv[optind + 1];
+    if (!po.spool_dir)
+        po.spool_dir = default_spool();
+    if (po.count == 0)
+        po.spool_dir = NULL;
+    /* a segment prefetched by an earlier call: no repository, no credential */
+    if (po.spool_dir && cf_pg_spool_take(po.spool_dir, name, dest) == 0) {
+        if (g.verbose)
+            fprintf(stderr, "coffer: %s from the prefetch spool\n", name);
+        return 0;
+    }
+    double t0 = cf_mono_seconds();
     cf_repo *repo = NULL;
     if ((rc = cli_open_flags(&repo, CF_OPEN_NO_INDEX)))
         return rc;
-    int frc = cf_pg_wal_fetch(repo, pc.cluster, argv[optind], argv[optind + 1]);
+    double t1 = cf_mono_seconds();
+    cf_pg_prefetch_result pr;
+    int frc = cf_pg_wal_fetch_ahead(repo, pc.cluster, name, dest, &po, &pr);
     cf_repo_close(repo);
     if (frc == CF_ENOTFOUND) {
         /* the usual answer at the end of the archive: PostgreSQL asks for what may not exist */
         if (g.verbose)
-            fprintf(stderr, "coffer: %s is not in the archive\n", argv[optind]);
+            fprintf(stderr, "coffer: %s is not in the archive (open %.3f s)\n", name, t1 - t0);
         return -1;
     }
+    if (frc == 0 && g.verbose)
+        fprintf(stderr, "coffer: %s from the repository (open %.3f s, fetch %.3f s), %u "
+                        "following segments spooled, %u already spooled%s\n",
+                name, t1 - t0, cf_mono_seconds() - t1, pr.spooled, pr.present,
+                po.spool_dir && pr.skipped ? " (spool not usable)" : "");
     return frc ? cli_fail(frc) : 0;
 out:
     return rc;

@@ -144,6 +144,10 @@ static inline uint64_t cf_pg__segno(const cf_pg__wal_name *w, uint32_t segsize)
 /* File name of segment segno on timeline tli (out: 25 bytes). */
 void cf_pg__seg_name(char out[25], uint32_t tli, uint64_t segno, uint32_t segsize);
 bool cf_pg__valid_segsize(uint64_t s);
+/* The first page of segment data (len bytes) names w's address and a segment size of len:
+ * 0, or CF_EINVAL naming name. */
+int cf_pg__check_segment(const cf_pg__wal_name *w, const char *name, const uint8_t *d,
+                         size_t len);
 
 /* The archive object name of file (with the cluster prefix); out is 256 bytes. */
 int cf_pg__archive_name(char out[256], const char *cluster, const char *file);

@@ -181,7 +181,7 @@ out:
 }
 
 /* A segment's first page is a long page header naming its own address and segment size. */
-static int check_segment(const cf_pg__wal_name *w, const char *name, const uint8_t *d, size_t len)
+int cf_pg__check_segment(const cf_pg__wal_name *w, const char *name, const uint8_t *d, size_t len)
 {
     uint16_t info;
     uint64_t pageaddr;
@@ -221,7 +221,7 @@ int cf_pg_wal_push(cf_repo *repo, const char *cluster, const char *path)
     if ((rc = read_whole(&data, &len, path)))
         return rc;
     if (w.kind == CF_PG_WAL_SEGMENT || w.kind == CF_PG_WAL_PARTIAL)
-        rc = check_segment(&w, name, data, len);
+        rc = cf_pg__check_segment(&w, name, data, len);
     if (rc == 0) {
         rc = cf_archive_put(repo, CF_PG_ARCHIVE_KIND, full, data, len);
         if (rc == CF_EEXISTS)
