@@ -104,6 +104,11 @@ int cf_pg_wal_push(cf_repo *repo, const char *cluster, const char *path);
 /* Write the archived WAL file name to dest. CF_ENOTFOUND when it is not archived, CF_ECORRUPT
  * when it is damaged, CF_EINVAL when name is not a WAL file name. */
 int cf_pg_wal_fetch(cf_repo *repo, const char *cluster, const char *name, const char *dest);
+/* Ask the storage alone (no key, no repository open) whether the archive lacks a WAL file:
+ * true only when the repository's config exists and the file's object does not. Archive
+ * object names are not secret (archive/pgwal/[CLUSTER/]NAME), so restore_command can answer
+ * "not archived" (the end of the archive, absent history files) without deriving a key. */
+bool cf_pg_wal_absent(const char *url, const char *cluster, const char *name);
 
 /* ---------------------------------------------------------------- WAL prefetch spool */
 

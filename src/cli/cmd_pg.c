@@ -1253,6 +1253,13 @@ static int wal_fetch(int argc, char **argv)
             fprintf(stderr, "coffer: %s from the prefetch spool\n", name);
         return 0;
     }
+    /* the end of the archive, or a history file that was never written: the storage says
+     * so without the key */
+    if (cf_pg_wal_absent(g.repo, pc.cluster, name)) {
+        if (g.verbose)
+            fprintf(stderr, "coffer: %s is not in the archive\n", name);
+        return -1;
+    }
     double t0 = cf_mono_seconds();
     cf_repo *repo = NULL;
     if ((rc = cli_open_flags(&repo, CF_OPEN_NO_INDEX)))
