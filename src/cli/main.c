@@ -57,7 +57,8 @@ static const char *usage_text =
     "  -v, --verbose             more output\n"
     "\n"
     "exit codes: 0 ok, 1 error, 2 usage, 3 some files unreadable, 10 no repository,\n"
-    "11 wrong password, 12 damaged repository, 13 locked, 14 no space (docs/EXIT-CODES.md)\n";
+    "11 wrong password, 12 damaged repository, 13 locked, 14 no space,\n"
+    "15 storage refused the credentials (docs/EXIT-CODES.md)\n";
 
 int cli_usage(const char *fmt, ...)
 {

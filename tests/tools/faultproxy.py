@@ -12,6 +12,10 @@ Faults (one chosen uniformly per faulty request among the enabled kinds):
   truncate     forward, then send the headers and only part of the body, then close
   stall        forward, send the headers, wait --stall seconds before the body (use with a
                client low-speed timeout shorter than that); enabled by --stall > 0
+  deny         answer 403 AccessDenied without forwarding, with a careless server's message
+               that echoes the request target (query included: an Azure SAS signature) and
+               the x-amz-security-token and x-ms-* credential headers; only with --kinds, for
+               tests that credentials a server sends back are not printed
 
 With --emulate-conditional, PUT and CompleteMultipartUpload requests carrying
 "If-None-Match: *" are answered 412 PreconditionFailed when the key exists (checked with HEAD
@@ -391,6 +395,15 @@ class Handler(socketserver.StreamRequestHandler):
         if kind == "error":
             status, code, msg = ERRORS[int(x * len(ERRORS)) % len(ERRORS)]
             self.send_simple(status, "Error", xml_error(code, msg, urllib.parse.urlparse(target).path),
+                             head=method == "HEAD")
+            return True
+        if kind == "deny":
+            echo = " ".join("%s=%s" % (k, v) for k, v in headers
+                            if k.lower() in ("x-amz-security-token", "authorization"))
+            msg = "Access Denied for %s %s (%s)" % (method, target, echo)
+            msg = msg.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+            self.send_simple(403, "Forbidden", xml_error("AccessDenied", msg,
+                                                         urllib.parse.urlparse(target).path),
                              head=method == "HEAD")
             return True
         if kind == "delay":

@@ -39,8 +39,10 @@ typedef int (*cf_storage_list_cb)(const char *name, uint64_t size, void *payload
 
 /*
  * A driver. Every function returns 0 or a negative CF_E* code with cf_error_set() called:
- * CF_ENOTFOUND for a missing object, CF_ERETRYABLE for faults worth retrying, CF_EAUTH for
- * credentials refused, CF_ENOSPACE for a full device, other codes for permanent faults.
+ * CF_ENOTFOUND for a missing object, CF_ERETRYABLE for faults worth retrying,
+ * CF_ESTORAGE_AUTH for storage credentials refused or missing (never CF_EAUTH, which means a
+ * wrong repository password or key), CF_ENOSPACE for a full device, other codes for permanent
+ * faults.
  * Messages name the object and never contain credentials.
  */
 typedef struct cf_storage_ops {
@@ -129,7 +131,8 @@ int cf_storage_mem_new(void **out_self, const char *name, unsigned flags);
  * "USER@HOST:/abs/path", "USER@HOST:rel/path" or "//USER@HOST[:PORT]/abs/path". Keys come from
  * COFFER_SFTP_KEY (or ssh-agent, ~/.ssh/id_ed25519, ~/.ssh/id_rsa); host keys are checked
  * against COFFER_SFTP_KNOWN_HOSTS or ~/.ssh/known_hosts (COFFER_SFTP_ACCEPT_NEW=1 records an
- * unknown one). Connection failures are CF_ERETRYABLE; refused or unknown keys CF_EAUTH. */
+ * unknown one). Connection failures are CF_ERETRYABLE; refused or unknown keys
+ * CF_ESTORAGE_AUTH. */
 extern const cf_storage_ops cf_storage_sftp_ops;
 int cf_storage_sftp_new(void **out_self, const char *location, unsigned flags);
 /* Testing: the next n operations on any sftp storage find their connection dropped (the

@@ -494,7 +494,7 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
         rc = cf_storage_remove(r->st, pp);
         if (rc == CF_ENOTFOUND)
             rc = 0;
-        if (rc == CF_EPERM || rc == CF_EAUTH) {
+        if (rc == CF_EPERM || rc == CF_EAUTH || rc == CF_ESTORAGE_AUTH) {
             /* under retention (S3 Object Lock, an immutable file): it stays, unindexed, and a
              * later prune removes it once the storage allows */
             msg(&c, "kept pack '%s': storage refuses to delete it (%s)", pp, cf_error_last()->message);

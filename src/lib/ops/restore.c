@@ -43,6 +43,7 @@ typedef struct {
     int rootfd;
     bool root;
     cf_buf blob;
+    cf_pack_window win; /* read-ahead for files filled without workers */
     link_rec *links;
     size_t nlinks, links_cap;
     cf_progress prog;
@@ -240,7 +241,7 @@ static int verify_file(rctx *c, int fd, const cf_node *n, const char *path)
 
 /* Write a created file's content, check it, apply its metadata; on failure remove it.
  * Runs in a worker thread (or inline without workers). */
-static void fill_file(rctx *c, cf_buf *blob, fjob *j)
+static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
 {
     const cf_node *n = &j->node;
     const char *path = j->path;
@@ -254,7 +255,7 @@ static void fill_file(rctx *c, cf_buf *blob, fjob *j)
             continue;
         }
         cf_buf_reset(blob);
-        int rc = cf_repo__read_blob(blob, c->r, &it->id, CF_BLOB_DATA);
+        int rc = cf_repo__read_blob_window(blob, c->r, &it->id, CF_BLOB_DATA, win);
         if (rc == CF_ENOMEM) {
             pthread_mutex_lock(&c->mu);
             if (!c->fatal)
@@ -355,6 +356,8 @@ static void *restore_worker(void *arg)
     rctx *c = arg;
     cf_buf blob;
     cf_buf_init(&blob, 0);
+    cf_pack_window win; /* this worker's read-ahead over packs */
+    cf_pack_window_init(&win);
     for (;;) {
         pthread_mutex_lock(&c->mu);
         while (!c->stop && c->qcount == 0)
@@ -374,7 +377,7 @@ static void *restore_worker(void *arg)
             close(j.fd);
             unlinkat(j.dirfd, j.node.name, 0);
         } else {
-            fill_file(c, &blob, &j);
+            fill_file(c, &blob, &win, &j);
         }
         job_free(&j);
         pthread_mutex_lock(&c->mu);
@@ -384,6 +387,7 @@ static void *restore_worker(void *arg)
         pthread_mutex_unlock(&c->mu);
     }
     cf_buf_free(&blob);
+    cf_pack_window_free(&win);
     return NULL;
 }
 
@@ -402,7 +406,7 @@ static int submit_file(rctx *c, int fd, int dirfd, const cf_node *n, const char 
         return cf_error_set(CF_ENOMEM, errno, "unable to queue '%s'", path);
     }
     if (c->nthreads == 0) {
-        fill_file(c, &c->blob, &j);
+        fill_file(c, &c->blob, &c->win, &j);
         job_free(&j);
         return 0;
     }
@@ -731,6 +735,7 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     c.root = geteuid() == 0;
     c.prog.bytes_total = snap->stats.bytes_total;
     cf_buf_init(&c.blob, 0);
+    cf_pack_window_init(&c.win);
     int rc = find_node(&top, repo, snap, o->subpath ? o->subpath : "/");
     if (rc)
         goto out;
@@ -783,6 +788,7 @@ out:
         free(c.links[i].rel);
     free(c.links);
     cf_buf_free(&c.blob);
+    cf_pack_window_free(&c.win);
     pthread_mutex_destroy(&c.mu);
     pthread_cond_destroy(&c.not_empty);
     pthread_cond_destroy(&c.not_full);

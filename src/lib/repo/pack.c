@@ -595,7 +595,120 @@ int cf_repo__pack_generation(cf_repo *r, const cf_id *pack, uint32_t *out)
     return rc;
 }
 
+void cf_pack_window_init(cf_pack_window *w)
+{
+    memset(w, 0, sizeof(*w));
+    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++)
+        cf_buf_init(&w->slot[i].buf, 0);
+}
+
+void cf_pack_window_free(cf_pack_window *w)
+{
+    if (!w)
+        return;
+    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++) {
+        cf_buf_free(&w->slot[i].buf);
+        w->slot[i].valid = false;
+    }
+}
+
+/* The size of a pack, remembered in the window. */
+static int window_pack_size(cf_pack_window *w, cf_repo *r, const cf_id *pack, const char *path,
+                            uint64_t *out)
+{
+    for (unsigned i = 0; i < CF_PACK_WINDOW_SIZES; i++) {
+        if (w->sizes[i].known && cf_id_eq(&w->sizes[i].pack, pack)) {
+            *out = w->sizes[i].size;
+            return 0;
+        }
+    }
+    int rc = cf_storage_stat(r->st, path, out);
+    if (rc)
+        return rc;
+    unsigned k = w->next_size++ % CF_PACK_WINDOW_SIZES;
+    w->sizes[k].pack = *pack;
+    w->sizes[k].size = *out;
+    w->sizes[k].known = true;
+    return 0;
+}
+
+/* The sealed bytes [off, off + len) of a pack: from the window when it holds them, else by
+ * moving the window there (or, without a window, by a plain ranged get into *owned). */
+static int window_get(cf_pack_window *w, cf_repo *r, const cf_id *pack, const char *path,
+                      uint64_t off, uint64_t len, const uint8_t **out, uint8_t **owned)
+{
+    *out = NULL;
+    *owned = NULL;
+    if (!w) {
+        size_t n = 0;
+        int rc = cf_storage_get(r->st, path, off, len, owned, &n);
+        if (rc == 0 && n != len) {
+            free(*owned);
+            *owned = NULL;
+            return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: short read", path);
+        }
+        *out = *owned;
+        return rc;
+    }
+    unsigned victim = 0;
+    w->tick++;
+    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++) {
+        cf_pack_window_slot *sl = &w->slot[i];
+        if (sl->valid && cf_id_eq(&sl->pack, pack) && off >= sl->off &&
+            off - sl->off <= sl->buf.len && len <= sl->buf.len - (off - sl->off)) {
+            sl->used = w->tick;
+            *out = sl->buf.data + (off - sl->off);
+            return 0;
+        }
+        if (!sl->valid || (w->slot[victim].valid && sl->used < w->slot[victim].used))
+            victim = i;
+    }
+    /* a slot already on this pack is moved forward rather than another one evicted */
+    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++)
+        if (w->slot[i].valid && cf_id_eq(&w->slot[i].pack, pack))
+            victim = i;
+    cf_pack_window_slot *sl = &w->slot[victim];
+    sl->valid = false;
+    uint64_t size = 0;
+    int rc = window_pack_size(w, r, pack, path, &size);
+    if (rc)
+        return rc;
+    if (off > size || len > size - off)
+        return cf_error_set(CF_ECORRUPT, 0,
+                            "pack '%s' is damaged: a blob at %llu+%llu lies beyond its %llu bytes",
+                            path, (unsigned long long)off, (unsigned long long)len,
+                            (unsigned long long)size);
+    uint64_t want = len > CF_PACK_WINDOW ? len : CF_PACK_WINDOW;
+    if (want > size - off)
+        want = size - off;
+    uint8_t *data = NULL;
+    size_t n = 0;
+    if ((rc = cf_storage_get(r->st, path, off, want, &data, &n)))
+        return rc;
+    if (n < len) {
+        free(data);
+        return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: short read", path);
+    }
+    cf_buf_reset(&sl->buf);
+    rc = cf_buf_append(&sl->buf, data, n);
+    free(data);
+    if (rc)
+        return CF_ENOMEM;
+    sl->pack = *pack;
+    sl->off = off;
+    sl->used = w->tick;
+    sl->valid = true;
+    *out = sl->buf.data;
+    return 0;
+}
+
 int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
+{
+    return cf_repo__read_blob_window(out, r, id, type, NULL);
+}
+
+int cf_repo__read_blob_window(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type,
+                              cf_pack_window *w)
 {
     char hex[65], path[80];
     cf_hex_encode(hex, id->b, 32);
@@ -619,11 +732,11 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
         return cf_error_set(CF_ECORRUPT, 0, "blob %.16s has type %u, expected %u", hex, e.type, type);
     cf_pack__path(path, &pack);
     uint8_t prefix[CF_PACK_PREFIX_MAX];
-    uint8_t *sealed = NULL;
-    size_t n2 = 0;
+    uint8_t *owned = NULL;
+    const uint8_t *sealed = NULL;
     int rc = pack_prefix(r, e.pack, path, prefix);
     if (rc == 0)
-        rc = cf_storage_get(r->st, path, e.offset, e.length, &sealed, &n2);
+        rc = window_get(w, r, &pack, path, e.offset, e.length, &sealed, &owned);
     if (rc == 0) {
         cf_pack_entry pe = {e.id, e.type, e.comp, e.offset, e.length, e.raw_len};
         size_t before = out->len;
@@ -640,7 +753,7 @@ int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
     } else if (rc == CF_ENOTFOUND) {
         rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' holding blob %.16s is missing", path, hex);
     }
-    free(sealed);
+    free(owned);
     return rc;
 }
 

@@ -139,7 +139,8 @@ static int load_one(const char *name, uint64_t size, void *payload)
     int rc = cf_repo__get_object(&c->b, c->r, "index", CF_OBJ_INDEX, base);
     if (rc == 0)
         rc = cf_index__decode(&c->r->index, c->b.data, c->b.len, name);
-    if (rc == CF_ENOMEM || rc == CF_ERETRYABLE || rc == CF_EIO || rc == CF_EAUTH)
+    if (rc == CF_ENOMEM || rc == CF_ERETRYABLE || rc == CF_EIO || rc == CF_EAUTH ||
+        rc == CF_ESTORAGE_AUTH)
         return rc;
     if (rc)
         cf_repo__warn(c->r, "%s", cf_error_last()->message);

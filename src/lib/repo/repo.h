@@ -324,6 +324,41 @@ int cf_pipeline__stop(cf_repo *r);
 uint64_t cf_pipeline__added(cf_repo *r);
 /* Read and verify a blob: plaintext into out (appended). */
 int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type);
+
+/*
+ * A read-ahead window over one pack, owned by one thread (restore keeps one per worker). On
+ * remote storage every request costs a round trip, and restore reads the blobs of a pack in
+ * about the order they were written: reading CF_PACK_WINDOW bytes from a blob's offset
+ * (clipped to the pack's size) serves the blobs that follow from memory, one request per
+ * window instead of one per blob. Blobs are still authenticated one by one.
+ */
+#define CF_PACK_WINDOW ((size_t)4 << 20)
+#define CF_PACK_WINDOW_SLOTS 4 /* backup fills one pack per pipeline worker at a time, so
+                                * consecutive files interleave over a few packs */
+#define CF_PACK_WINDOW_SIZES 8
+typedef struct {
+    bool valid;
+    cf_id pack;    /* the pack this slot holds bytes of */
+    uint64_t off;  /* where they start */
+    uint64_t used; /* last use (tick), for replacement */
+    cf_buf buf;
+} cf_pack_window_slot;
+typedef struct {
+    cf_pack_window_slot slot[CF_PACK_WINDOW_SLOTS];
+    uint64_t tick;
+    struct {
+        cf_id pack;
+        uint64_t size;
+        bool known;
+    } sizes[CF_PACK_WINDOW_SIZES]; /* recent packs' sizes (from stat), round robin */
+    unsigned next_size;
+} cf_pack_window;
+
+void cf_pack_window_init(cf_pack_window *w);
+void cf_pack_window_free(cf_pack_window *w);
+/* cf_repo__read_blob through the window w (NULL: a plain read). */
+int cf_repo__read_blob_window(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type,
+                              cf_pack_window *w);
 /* Write out partially filled packs, then an index file for the packs written since the last
  * flush. */
 int cf_repo__flush(cf_repo *r);

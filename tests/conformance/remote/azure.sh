@@ -3,13 +3,16 @@
 # checks SharedKey signatures and SAS tokens) on 127.0.0.1: the storage conformance suite
 # (Put Blob; Put Block + Put Block List with paginated listings and a tier; a repository at a
 # container root; a SAS token), a round trip with the coffer binary (init, two backups,
-# snapshots, restore, diff, check --read-data, forget --prune, check), and failure cases
-# (wrong key, read-only SAS, missing container, no credentials, account mismatch, emulator
-# down).
+# snapshots, restore, diff, check --read-data, forget --prune, check), the full end-to-end
+# scenario of e2e_scenario.sh, failure cases (wrong key or read-only SAS: exit 15 and nothing
+# written; missing container, no credentials, account mismatch, emulator down), and checks
+# that neither the account key nor a SAS token reaches any output or file, with every debug
+# option, in success and failure paths, also through the fault proxy's 403 and 500 answers.
 #
 # Exit 77 (skipped) when node/npm or the emulator is unavailable, unless COFFER_REQUIRE_DRIVERS
 # names azure (then exit 1). COFFER_AZURE_BENCH=1 also times a 100 MiB backup and restore.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/e2e_scenario.sh"
 rl_init azure
 
 CONF="${CONFORMANCE_BIN:-$RL_ROOT/build/dev/conformance_storage}"
@@ -158,8 +161,9 @@ wrong_key() {
     AZURE_STORAGE_KEY=$bad "$COFFER" -r "$repo" init --kdf-log-n 10 >"$out" 2>&1 || rc=$?
     cat "$out"
     rl_clean_failure "$rc" "$out" || return 1
-    [[ $rc -eq 11 ]] || { echo "expected exit 11 (credentials refused), got $rc"; return 1; }
+    [[ $rc -eq 15 ]] || { echo "expected exit 15 (storage refused the credentials), got $rc"; return 1; }
     grep -qiE 'AuthorizationFailure|AuthenticationFailed' "$out" || { echo "no server error code"; return 1; }
+    grep -qF "127.0.0.1:$AZ_PORT" "$out" || { echo "the message does not name the server"; return 1; }
     grep -qi 'authenticate' "$out" || { echo "the message does not mention authentication"; return 1; }
     ! grep -qF "$bad" "$out" || { echo "the key was printed"; return 1; }
     ! grep -qF "$AZ_KEY" "$out" || { echo "a key was printed"; return 1; }
@@ -170,11 +174,100 @@ wrong_key() {
     rl_clean_failure "$rc" "$out" || return 1
     [[ $rc -eq 10 ]] || { echo "expected exit 10 (no repository), got $rc"; return 1; }
     grep -q "container 'wrongkey' not found" "$out" || return 1
-    # a wrong key for an existing repository: exit 11 too, and nothing printed of the key
+    # a wrong key for an existing repository: exit 15 too, and nothing printed of the key
     rc=0
     AZURE_STORAGE_KEY=$bad "$COFFER" -r "azure:$ENDPOINT/coffer/repo" snapshots >"$out" 2>&1 || rc=$?
     cat "$out"
-    rl_clean_failure "$rc" "$out" && [[ $rc -eq 11 ]] && ! grep -qF "$bad" "$out"
+    rl_clean_failure "$rc" "$out" && [[ $rc -eq 15 ]] && ! grep -qF "$bad" "$out" || return 1
+    # a backup with a wrong key into the existing repository: exit 15, the container unchanged
+    local before after
+    before=$(az_listing coffer repo/) || return 1
+    mkdir -p "$RL_TMP/wk-src" && echo data >"$RL_TMP/wk-src/f"
+    rc=0
+    AZURE_STORAGE_KEY=$bad "$COFFER" -r "azure:$ENDPOINT/coffer/repo" backup "$RL_TMP/wk-src" >"$out" 2>&1 || rc=$?
+    cat "$out"
+    [[ $rc -eq 15 ]] || { echo "backup with a wrong key: expected exit 15, got $rc"; return 1; }
+    after=$(az_listing coffer repo/) || return 1
+    [[ -n "$before" && "$before" == "$after" ]] || { echo "the container changed"; return 1; }
+}
+
+# az_listing CONTAINER PREFIX: "name size etag" of every blob under PREFIX (List Blobs with a
+# read/list SAS, independent of the driver).
+az_listing() {
+    local tok
+    tok=$(sas_token rl "$1") || return 1
+    curl -sS --max-time 20 "$ENDPOINT/$1?restype=container&comp=list&prefix=$2&maxresults=5000&$tok" |
+        python3 -c '
+import re, sys
+x = sys.stdin.read()
+if "<EnumerationResults" not in x:
+    sys.exit("no listing: " + x[:200])
+for b in re.findall(r"<Blob>(.*?)</Blob>", x, re.S):
+    g = lambda t: (re.search("<%s>(.*?)</%s>" % (t, t), b, re.S) or [None, ""])[1]
+    print(g("Name"), g("Content-Length"), g("Etag"))'
+}
+
+az_stored() {
+    az_listing coffer e2e/ | awk '{ n += $2 } END { print n + 0 }'
+}
+
+# Neither the account key nor a SAS token is ever printed or written: every command with -v /
+# --json / COFFER_HTTP_DEBUG=1, with right and wrong credentials, and through the fault proxy
+# answering 403 (echoing the request with its SAS signature) and 500.
+leaks() {
+    local d="$RL_TMP/leak" repo="azure:$ENDPOINT/coffer/leak" pport ppid rc=0 tok badtok
+    local bad='bm90LXRoZS1rZXktbm90LXRoZS1rZXktbm90LXRoZS1rZXk='
+    tok=$(sas_token racwdl coffer) || return 1
+    badtok=$(sas_token racwdl othercontainer) || return 1
+    mkdir -p "$d/out" "$d/tmp" "$d/src"
+    echo "leak test data" >"$d/src/a.txt"
+    lk() { # lk NAME ARGS...: one coffer run with every verbosity option; any exit accepted
+        local name=$1
+        shift
+        COFFER_HTTP_DEBUG=1 TMPDIR="$d/tmp" COFFER_CACHE_DIR="$d/cache" "$COFFER" "$@" \
+            >"$d/out/$name.out" 2>"$d/out/$name.err" </dev/null
+    }
+    lk init -v -r "$repo" init --kdf-log-n 10 || { cat "$d/out/init.err"; return 1; }
+    lk backup -v -v -r "$repo" backup "$d/src" || { cat "$d/out/backup.err"; return 1; }
+    lk snapshots --json -r "$repo" snapshots || return 1
+    lk check -v -r "$repo" check --read-data || return 1
+    lk restore -v -r "$repo" restore latest --verify --target "$d/restore" || return 1
+    AZURE_STORAGE_KEY= AZURE_STORAGE_SAS_TOKEN="$tok" lk sas-backup -v -r "$repo" backup "$d/src" ||
+        { cat "$d/out/sas-backup.err"; return 1; }
+    AZURE_STORAGE_KEY= AZURE_STORAGE_SAS_TOKEN="$tok" lk sas-json --json -r "$repo" stats || return 1
+    AZURE_STORAGE_KEY=$bad lk wrong1 -v -r "$repo" snapshots && { echo "a wrong key was accepted"; return 1; }
+    AZURE_STORAGE_KEY=$bad lk wrong2 --json -r "$repo" backup "$d/src"
+    AZURE_STORAGE_KEY= AZURE_STORAGE_SAS_TOKEN="$badtok" lk wrong3 -v -r "$repo" snapshots &&
+        { echo "a SAS token for another container was accepted"; return 1; }
+    AZURE_STORAGE_KEY= AZURE_STORAGE_SAS_TOKEN="$badtok" lk wrong4 --json -r "$repo" backup "$d/src"
+    pport=$(rl_free_port $((AZ_PORT + 200))) || return 1
+    rl_bg "$d/proxy.log" python3 "$RL_ROOT/tests/tools/faultproxy.py" --upstream "127.0.0.1:$AZ_PORT" \
+        --port "$pport" --rate 1 --kinds deny --seed 1
+    ppid=$RL_PID
+    rl_wait_for 20 grep -q listening "$d/proxy.log" || { cat "$d/proxy.log"; return 1; }
+    local prepo="azure:http://127.0.0.1:$pport/$AZ_ACCOUNT/coffer/leak"
+    rc=0
+    AZURE_STORAGE_KEY= AZURE_STORAGE_SAS_TOKEN="$tok" lk deny1 -v -r "$prepo" snapshots || rc=$?
+    [[ $rc -eq 15 ]] || { echo "a 403 through the proxy gave exit $rc, expected 15"; cat "$d/out/deny1.err"; return 1; }
+    grep -q 'AccessDenied' "$d/out/deny1.err" || { echo "no AccessDenied in the message"; cat "$d/out/deny1.err"; return 1; }
+    grep -q 'Access Denied for GET .*<redacted>' "$d/out/deny1.err" || { echo "the echoed token was not redacted"; cat "$d/out/deny1.err"; return 1; }
+    AZURE_STORAGE_KEY= AZURE_STORAGE_SAS_TOKEN="$tok" lk deny2 --json -r "$prepo" backup "$d/src"
+    lk deny3 -v -r "$prepo" snapshots
+    rl_stop_pid "$ppid"
+    rl_bg "$d/proxy2.log" python3 "$RL_ROOT/tests/tools/faultproxy.py" --upstream "127.0.0.1:$AZ_PORT" \
+        --port "$pport" --rate 1 --kinds error --seed 1
+    ppid=$RL_PID
+    rl_wait_for 20 grep -q listening "$d/proxy2.log" || { cat "$d/proxy2.log"; return 1; }
+    AZURE_STORAGE_KEY= AZURE_STORAGE_SAS_TOKEN="$tok" COFFER_RETRIES=2 lk err500 -v -r "$prepo" snapshots &&
+        { echo "500s were accepted"; return 1; }
+    COFFER_RETRIES=2 lk err500b --json -r "$prepo" backup "$d/src"
+    rl_stop_pid "$ppid"
+    grep -q 'coffer-http' "$d/out/backup.err" || { echo "COFFER_HTTP_DEBUG produced nothing"; return 1; }
+    # the signatures (the bearer part of a SAS token) and the keys
+    SC_SECRETS=("$AZ_KEY" "$bad" "$(printf '%s' "$tok" | sed 's/.*sig=//')"
+        "$(printf '%s' "$badtok" | sed 's/.*sig=//')"
+        "$(printf '%s' "$tok" | sed 's/.*sig=//' | python3 -c 'import sys,urllib.parse; print(urllib.parse.unquote(sys.stdin.read().strip()))')")
+    sc_scan "outputs, cache and temporary files" "$d/out" "$d/cache" "$d/tmp" "$d/restore"
 }
 
 readonly_sas() {
@@ -188,7 +281,7 @@ readonly_sas() {
         "$COFFER" -r "azure:$ENDPOINT/coffer/readonly" init --kdf-log-n 10 >"$out" 2>&1 || rc=$?
     cat "$out"
     rl_clean_failure "$rc" "$out" || return 1
-    [[ $rc -eq 11 ]] || { echo "expected exit 11, got $rc"; return 1; }
+    [[ $rc -eq 15 ]] || { echo "expected exit 15, got $rc"; return 1; }
     grep -q '403' "$out" || return 1
     ! grep -q 'sig=' "$out" || { echo "the SAS token was printed"; return 1; }
 }
@@ -290,8 +383,14 @@ rl_case "conformance suite, block uploads (1 MiB blocks), pages of 7, tier Cool"
 rl_case "conformance suite, repository at the container root" conformance_root
 rl_case "conformance suite with a SAS token (no key), never printed" conformance_sas
 rl_case "round trip: init, 2 backups of ~30 MB, restore, diff, check --read-data, forget --prune" roundtrip
-rl_case "wrong key: exit 11 with the server's error, nothing written, key not printed" wrong_key
-rl_case "read-only SAS: reads work, writes refused (exit 11), token not printed" readonly_sas
+rl_case "wrong key: exit 15 with the server's error, nothing written, key not printed" wrong_key
+rl_case "read-only SAS: reads work, writes refused (exit 15), token not printed" readonly_sas
+rl_case "credentials (account key, SAS token) never in outputs, cache or temp files" leaks
+SC_COFFER=$COFFER SC_TMP=$RL_TMP SC_REPO="azure:$ENDPOINT/coffer/e2e" SC_STORED=az_stored
+az_nlocks() { az_listing coffer e2e/locks/ | grep -c .; }
+SC_NLOCKS=az_nlocks
+SC_SECRETS=("$AZ_KEY")
+sc_scenario rl_case
 rl_case "missing container: exit 10 (no repository), nothing created" missing_container
 rl_case "no, mismatched or malformed credentials: clear errors" no_credentials
 rl_case "through a fault proxy (10% faults, block uploads): backup, restore, check --read-data" faults

@@ -228,11 +228,17 @@ rl_finish() {
 RL_S3RVER_PKG="@20minutes/s3rver@4.0.4"
 RL_S3_KEY="S3RVER" # the server's built-in account
 RL_S3_SECRET="S3RVER"
+RL_S3_KEY2="COFFERTESTKEY2"
+RL_S3_SECRET2="k9Zq3s3cr3tLeakCanary+xV7wPq/2mNbT4cR8yH1jD6fL0aS"
 
 # rl_s3rver_start DATA_DIR [PORT]: install (once) and start @20minutes/s3rver on 127.0.0.1,
 # storing objects under DATA_DIR; waits until it answers. Sets S3_PORT, S3_PID, S3_LOG.
 # --openssl-legacy-provider: its ListObjectsV2 continuation tokens use DES, which OpenSSL 3
 # only has in the legacy provider (otherwise every truncated listing is a 500).
+# Besides its built-in account, the server accepts the key pair RL_S3_KEY2 / RL_S3_SECRET2
+# (distinctive strings, so tests can look for the secret in output). RL_S3_LAX=1 starts it
+# with allowMismatchedSignatures, for clients whose bucket-level requests it mis-verifies
+# (restic's minio-go; see shared/research/components.md): only for benchmarks.
 rl_s3rver_start() {
     local data=$1 port=${2:-} mod
     command -v node >/dev/null 2>&1 || { RL_S3_WHY="node is not installed"; return 1; }
@@ -243,10 +249,13 @@ rl_s3rver_start() {
     [[ -n "$port" ]] || port=$(rl_free_port) || { RL_S3_WHY="no free port"; return 1; }
     mkdir -p "$data"
     S3_LOG="$RL_TMP/s3rver-$port.log"
-    rl_bg "$S3_LOG" node --openssl-legacy-provider -e '
+    rl_bg "$S3_LOG" env RL_S3_KEY2="$RL_S3_KEY2" RL_S3_SECRET2="$RL_S3_SECRET2" \
+        RL_S3_LAX="${RL_S3_LAX:-0}" node --openssl-legacy-provider -e '
 const S3rver = require(process.argv[1]);
+require(process.argv[1] + "/lib/models/account").DUMMY_ACCOUNT.createKeyPair(
+  process.env.RL_S3_KEY2, process.env.RL_S3_SECRET2);
 new S3rver({ address: "127.0.0.1", port: +process.argv[2], directory: process.argv[3],
-             silent: true })
+             silent: true, allowMismatchedSignatures: process.env.RL_S3_LAX === "1" })
   .run().then(({ address, port }) => console.log("listening", address, port))
   .catch((e) => { console.error(e); process.exit(1); });
 process.on("SIGTERM", () => process.exit(0));

@@ -2,12 +2,15 @@
 # sftp.sh - the SFTP storage driver against a real OpenSSH server: starts sshd on 127.0.0.1
 # (temp host and client keys, key-only auth), runs the storage conformance suite and the
 # driver's server tests against it, an end-to-end backup/restore/check with the coffer binary,
-# and the failure cases (unknown, changed and accepted host keys, a wrong client key, a full
-# disk, the server going away). Self-contained: it shares no helpers with the other scripts.
+# the full end-to-end scenario of e2e_scenario.sh, the failure cases (unknown, changed and
+# accepted host keys, a wrong client key: exit 15 and nothing written; a full disk, the server
+# going away), and checks that a key passphrase never reaches any output or file. Shares only
+# e2e_scenario.sh with the other scripts.
 #
 # Environment: CONFORMANCE_BIN and COFFER_BIN (set by CTest), COFFER_REQUIRE_DRIVERS (when it
 # names "sftp", a server that cannot be set up fails the run instead of skipping it: exit 77).
 set -u -o pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/e2e_scenario.sh"
 
 log() { printf '[sftp] %s\n' "$*"; }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }'; }
@@ -318,7 +321,7 @@ case_missing_repo() {
 case_unknown_host() {
     : >"$TMP/empty_known_hosts"
     COFFER_SFTP_KNOWN_HOSTS="$TMP/empty_known_hosts" \
-        expect 11 "unknown host key" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots || return 1
+        expect 15 "unknown host key" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots || return 1
     err_has "host key" "the error does not mention the host key"
     err_has "127\.0\.0\.1:$PORT" "the error does not name the host"
     grep -qF "$FINGERPRINT" "$ERR" || note "the error does not show the fingerprint $FINGERPRINT"$'\n'"$(show)"
@@ -326,7 +329,7 @@ case_unknown_host() {
     [[ ! -s "$TMP/empty_known_hosts" ]] || note "known_hosts was written without accept-new"
     # a missing known_hosts file is the same as an empty one
     COFFER_SFTP_KNOWN_HOSTS="$TMP/no/such/known_hosts" \
-        expect 11 "no known_hosts file" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
+        expect 15 "no known_hosts file" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
 }
 
 case_accept_new() {
@@ -349,16 +352,16 @@ case_changed_host_key() {
     echo "[127.0.0.1]:$PORT $(cut -d' ' -f1,2 "$S/fakehost_ed25519.pub")" >"$TMP/kh_changed"
     cp "$TMP/kh_changed" "$TMP/kh_changed.orig"
     COFFER_SFTP_KNOWN_HOSTS="$TMP/kh_changed" \
-        expect 11 "changed host key" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots || return 1
+        expect 15 "changed host key" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots || return 1
     err_has "changed"
     # accept-new never overrides a changed key
     COFFER_SFTP_KNOWN_HOSTS="$TMP/kh_changed" COFFER_SFTP_ACCEPT_NEW=1 \
-        expect 11 "changed host key with accept-new" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
+        expect 15 "changed host key with accept-new" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
     cmp -s "$TMP/kh_changed" "$TMP/kh_changed.orig" || note "known_hosts was modified"
     # a plain "127.0.0.1" entry (port 22) is not used for another port, as with OpenSSH
     echo "127.0.0.1 $(cut -d' ' -f1,2 "$S/host_ed25519.pub")" >"$TMP/kh_port22"
     COFFER_SFTP_KNOWN_HOSTS="$TMP/kh_port22" \
-        expect 11 "port-22 entry for another port" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
+        expect 15 "port-22 entry for another port" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
     # a hashed entry (ssh-keygen -H) is understood
     cp "$S/known_hosts" "$TMP/kh_hashed"
     ssh-keygen -H -f "$TMP/kh_hashed" >/dev/null 2>&1
@@ -367,9 +370,28 @@ case_changed_host_key() {
         expect 0 "hashed known_hosts entry" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
 }
 
+# "path size mtime" of everything under a directory, hashed: to prove nothing was written.
+tree_state() { (cd "$1" && find . -printf '%p %s %T@\n' | sort | sha256sum); }
+
 case_wrong_client_key() {
     COFFER_SFTP_KEY="$S/other_ed25519" \
-        expect 11 "wrong client key" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots || return 1
+        expect 15 "wrong client key" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots || return 1
+    err_has "refused|failed" "the error does not say the key was refused"
+    err_has "127\.0\.0\.1:$PORT" "the error does not name the server"
+    # a backup with a wrong key or an unknown host: exit 15, and the repository is unchanged
+    local before
+    before=$(tree_state "$TMP/repos/e2e")
+    mkdir -p "$TMP/wk-src" && echo data >"$TMP/wk-src/f"
+    COFFER_SFTP_KEY="$S/other_ed25519" \
+        expect 15 "backup with a wrong client key" "$COFFER" -r "$BASE$TMP/repos/e2e" backup "$TMP/wk-src"
+    : >"$TMP/kh_none"
+    COFFER_SFTP_KNOWN_HOSTS="$TMP/kh_none" \
+        expect 15 "backup to an unknown host" "$COFFER" -r "$BASE$TMP/repos/e2e" backup "$TMP/wk-src"
+    [[ "$(tree_state "$TMP/repos/e2e")" == "$before" ]] || note "the repository changed"
+    COFFER_SFTP_KEY="$S/other_ed25519" \
+        expect 15 "--json" "$COFFER" --json -r "$BASE$TMP/repos/e2e" snapshots
+    grep -q '"code":"STORAGE_AUTH"' "$ERR" && grep -q '"exit_code":15' "$ERR" ||
+        note "--json error does not carry STORAGE_AUTH / 15"$'\n'"$(show)"
     err_has "authentication" "the error does not say authentication failed"
     err_has "other_ed25519" "the error does not name the key that was refused"
     # key material never appears in messages
@@ -377,7 +399,7 @@ case_wrong_client_key() {
     k=$(sed -n 2p "$S/other_ed25519")
     grep -qF "$k" "$ERR" && note "private key material in the error output"
     COFFER_SFTP_KEY="$TMP/no-such-key" \
-        expect 11 "missing key file" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
+        expect 15 "missing key file" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
     err_has "no-such-key"
 }
 
@@ -424,7 +446,7 @@ case_home_defaults() {
     # no key at all: a clear authentication error
     rm "$h/.ssh/id_rsa"
     HOME="$h" COFFER_SFTP_KEY="" COFFER_SFTP_KNOWN_HOSTS="" \
-        expect 11 "no key anywhere" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
+        expect 15 "no key anywhere" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
     err_has "no key to offer"
 }
 
@@ -442,7 +464,7 @@ case_agent() {
     SSH_AUTH_SOCK="$TMP/agent.sock" ssh-add -q -D 2>/dev/null
     SSH_AUTH_SOCK="$TMP/agent.sock" ssh-add -q "$S/other_ed25519" 2>/dev/null
     HOME="$TMP/emptyhome" SSH_AUTH_SOCK="$TMP/agent.sock" COFFER_SFTP_KEY="" \
-        expect 11 "wrong key in ssh-agent" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
+        expect 15 "wrong key in ssh-agent" "$COFFER" -r "$BASE$TMP/repos/e2e" snapshots
     err_has "ssh-agent"
     kill "$AGENT_PID" 2>/dev/null
     AGENT_PID=""
@@ -464,6 +486,45 @@ case_server_gone() {
     err_has "connect|refused" "the error does not say the connection failed"
 }
 
+# A key protected by a passphrase: it works with COFFER_SFTP_KEY_PASSPHRASE, is refused
+# (exit 15) with a wrong one, and the passphrase appears in no output (-v, --json), cache or
+# temporary file.
+case_passphrase() {
+    local pass="Pa55phrase-Canary-7f3e9d1c" d="$TMP/leak"
+    ssh-keygen -q -t ed25519 -N "$pass" -C coffer-test-protected -f "$S/protected_ed25519" ||
+        { note "ssh-keygen failed"; return 1; }
+    cat "$S/protected_ed25519.pub" >>"$S/authorized_keys"
+    mkdir -p "$d/out" "$d/tmp" "$d/src"
+    echo "leak test data" >"$d/src/a.txt"
+    lk() { # lk NAME ARGS...
+        local name=$1
+        shift
+        COFFER_SFTP_KEY="$S/protected_ed25519" TMPDIR="$d/tmp" COFFER_CACHE_DIR="$d/cache" \
+            "$COFFER" "$@" >"$d/out/$name.out" 2>"$d/out/$name.err" </dev/null
+    }
+    local repo="$BASE$TMP/repos/leak"
+    COFFER_SFTP_KEY_PASSPHRASE="$pass" lk init -v -r "$repo" init --kdf-log-n 10 ||
+        note "init with the passphrase failed: $(tail -n 3 "$d/out/init.err")"
+    COFFER_SFTP_KEY_PASSPHRASE="$pass" lk backup -v -v -r "$repo" backup "$d/src" ||
+        note "backup with the passphrase failed: $(tail -n 3 "$d/out/backup.err")"
+    COFFER_SFTP_KEY_PASSPHRASE="$pass" lk snaps --json -r "$repo" snapshots || note "snapshots failed"
+    COFFER_SFTP_KEY_PASSPHRASE="$pass" lk restore -v -r "$repo" restore latest --verify \
+        --target "$d/restore" || note "restore failed"
+    local rc=0
+    COFFER_SFTP_KEY_PASSPHRASE="wrong-$pass" lk wrong1 -v -r "$repo" snapshots || rc=$?
+    [[ $rc -eq 15 ]] || note "a wrong passphrase gave exit $rc, expected 15: $(tail -n 2 "$d/out/wrong1.err")"
+    COFFER_SFTP_KEY_PASSPHRASE="wrong-$pass" lk wrong2 --json -r "$repo" backup "$d/src"
+    lk nopass -v -r "$repo" snapshots
+    COFFER_SFTP_KEY_PASSPHRASE="$pass" COFFER_SFTP_KNOWN_HOSTS="$TMP/kh_none" \
+        lk unknownhost --json -r "$repo" snapshots
+    local sc
+    sc=$(SC_SECRETS=("$pass" "wrong-$pass"); sc_scan "outputs, cache and temporary files" \
+        "$d/out" "$d/cache" "$d/tmp" "$d/restore" "$TMP/repos/leak") || note "$sc"
+    log "$sc"
+}
+
+sftp_stored() { du -sb "$TMP/repos/sc-e2e" | cut -f1; }
+
 case_run "conformance suite against sshd" case_conformance
 if [[ -n "$UNIT" ]]; then
     case_run "driver tests against sshd" case_driver_tests
@@ -475,11 +536,17 @@ case_run "missing repository -> exit 10" case_missing_repo
 case_run "unknown host key refused" case_unknown_host
 case_run "COFFER_SFTP_ACCEPT_NEW=1 records a new host key" case_accept_new
 case_run "changed host key refused" case_changed_host_key
-case_run "wrong client key refused" case_wrong_client_key
+case_run "wrong client key refused (exit 15), nothing written" case_wrong_client_key
 case_run "full disk on the server -> exit 14" case_no_space
 case_run "relative path (/~/...) under the login directory" case_relative_path
 case_run "key and known_hosts from \$HOME/.ssh" case_home_defaults
 case_run "authentication through ssh-agent" case_agent
+case_run "key passphrase: works, wrong one refused (15), never printed or written" case_passphrase
+SC_COFFER=$COFFER SC_TMP=$TMP SC_REPO="$BASE$TMP/repos/sc-e2e" SC_STORED=sftp_stored
+sftp_nlocks() { find "$TMP/repos/sc-e2e/locks" -type f ! -name '.tmp-*' 2>/dev/null | wc -l; }
+SC_NLOCKS=sftp_nlocks
+SC_SECRETS=("$COFFER_PASSWORD")
+sc_scenario case_run
 case_run "server down -> clear error" case_server_gone
 
 if [[ $FAILED -ne 0 ]]; then

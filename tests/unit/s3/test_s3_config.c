@@ -180,7 +180,7 @@ static void test_creds_env(void **state)
     (void)state;
     cf_s3_creds c;
     /* nothing anywhere */
-    assert_int_equal(cf_s3_creds_load(&c), CF_EAUTH);
+    assert_int_equal(cf_s3_creds_load(&c), CF_ESTORAGE_AUTH);
     assert_non_null(strstr(cf_error_last()->message, "AWS_ACCESS_KEY_ID"));
 
     setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);
@@ -233,10 +233,10 @@ static void test_creds_profile(void **state)
     cf_s3_creds_free(&c);
 
     setenv("AWS_PROFILE", "empty", 1);
-    assert_int_equal(cf_s3_creds_load(&c), CF_EAUTH);
+    assert_int_equal(cf_s3_creds_load(&c), CF_ESTORAGE_AUTH);
     assert_non_null(strstr(cf_error_last()->message, "'empty'"));
     setenv("AWS_PROFILE", "nosuch", 1);
-    assert_int_equal(cf_s3_creds_load(&c), CF_EAUTH);
+    assert_int_equal(cf_s3_creds_load(&c), CF_ESTORAGE_AUTH);
 
     /* environment keys win over a profile */
     setenv("AWS_ACCESS_KEY_ID", "AKIDENV", 1);

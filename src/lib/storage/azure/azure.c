@@ -233,7 +233,7 @@ static int no_container(const az *a, int status)
     return rc;
 }
 
-/* The error for a failed response: ContainerNotFound -> CF_ENOREPO, 401/403 -> CF_EAUTH with
+/* The error for a failed response: ContainerNotFound -> CF_ENOREPO, 401/403 -> CF_ESTORAGE_AUTH with
  * a hint about the credentials, the rest as cf_http_fail. */
 static int az_fail(const az *a, const char *op, const char *object, const cf_http_response *resp)
 {
@@ -241,7 +241,7 @@ static int az_fail(const az *a, const char *op, const char *object, const cf_htt
         return no_container(a, 404);
     cf_http_request req = {.op = op, .object = object, .location = a->display};
     int rc = cf_http_fail(&req, resp);
-    if (rc == CF_EAUTH) {
+    if (rc == CF_ESTORAGE_AUTH) {
         if (a->sas)
             cf_error_hint("the server refused the SAS token in AZURE_STORAGE_SAS_TOKEN: check "
                           "that it is for account '%s', has not expired, and allows read, "
@@ -1003,7 +1003,7 @@ static int load_credentials(az *a)
             cf_buf_free(&b);
             if (rc == CF_ENOMEM)
                 return rc;
-            rc = cf_error_set(CF_EAUTH, 0, "AZURE_STORAGE_KEY is not a valid storage account "
+            rc = cf_error_set(CF_ESTORAGE_AUTH, 0, "AZURE_STORAGE_KEY is not a valid storage account "
                                            "key (base64)");
             cf_error_hint("copy key1 or key2 from the storage account's access keys");
             return rc;
@@ -1023,7 +1023,7 @@ static int load_credentials(az *a)
                  strchr("%&=-._~:+/,", c) != NULL;
         }
         if (!ok) {
-            int rc = cf_error_set(CF_EAUTH, 0, "AZURE_STORAGE_SAS_TOKEN is not a SAS token "
+            int rc = cf_error_set(CF_ESTORAGE_AUTH, 0, "AZURE_STORAGE_SAS_TOKEN is not a SAS token "
                                                "(a query string with 'sig=')");
             cf_error_hint("give the token as generated, 'sv=...&sig=...', with or without the "
                           "leading '?'");
@@ -1032,7 +1032,7 @@ static int load_credentials(az *a)
         a->sas = cf_strdup(sas);
         return a->sas ? 0 : CF_ENOMEM;
     }
-    int rc = cf_error_set(CF_EAUTH, 0, "no azure credentials for '%s'", a->display);
+    int rc = cf_error_set(CF_ESTORAGE_AUTH, 0, "no azure credentials for '%s'", a->display);
     cf_error_hint("set AZURE_STORAGE_KEY (a key of account '%s', with AZURE_STORAGE_ACCOUNT) or "
                   "AZURE_STORAGE_SAS_TOKEN",
                   a->loc.account);
@@ -1080,7 +1080,8 @@ int cf_storage_azure_new(void **out_self, const char *location, unsigned flags)
     a->list_max = (unsigned)list_max;
     if ((rc = load_credentials(a)) < 0)
         goto out;
-    cf_http_config hc = {.retry_codes = azure_retry_codes};
+    cf_http_config hc = {.retry_codes = azure_retry_codes,
+                         .secrets = {a->sas, getenv("AZURE_STORAGE_KEY")}};
     if ((rc = cf_http_new(&a->http, &hc)) < 0)
         goto out;
     if ((rc = probe(a, flags)) < 0)

@@ -32,6 +32,7 @@ struct cf_http {
     bool debug;
     long low_speed_time;
     char *ca_bundle;
+    char *secrets[CF_HTTP_SECRETS_MAX]; /* wiped when freed */
 };
 
 /* ---- headers ---- */
@@ -144,6 +145,13 @@ int cf_http_new(cf_http **out, const cf_http_config *cfg)
     pthread_mutex_init(&h->lock, NULL);
     cf_retry_policy_from_env(&h->policy);
     h->retry_codes = cfg ? cfg->retry_codes : NULL;
+    for (size_t i = 0; cfg && i < CF_HTTP_SECRETS_MAX; i++) {
+        const char *sec = cfg->secrets[i];
+        if (sec && strlen(sec) >= 4 && !(h->secrets[i] = cf_strdup(sec))) {
+            cf_http_free(h);
+            return CF_ENOMEM;
+        }
+    }
     h->insecure = env_true("COFFER_INSECURE_TLS");
     h->debug = env_true("COFFER_HTTP_DEBUG");
     h->low_speed_time = LOW_SPEED_TIME_DEFAULT;
@@ -171,6 +179,12 @@ void cf_http_free(cf_http *h)
         curl_easy_cleanup(h->idle[i]);
     pthread_mutex_destroy(&h->lock);
     free(h->ca_bundle);
+    for (size_t i = 0; i < CF_HTTP_SECRETS_MAX; i++) {
+        if (h->secrets[i]) {
+            cf_wipe(h->secrets[i], strlen(h->secrets[i]));
+            free(h->secrets[i]);
+        }
+    }
     free(h);
 }
 
@@ -323,6 +337,59 @@ static char *sanitize(const char *s)
     return o;
 }
 
+/* Replace, in place, every occurrence of secret in *text by "<redacted>". Returns 0 or
+ * CF_ENOMEM (then *text is freed and NULL: no text is better than a leaking one). */
+static int redact_one(char **text, const char *secret)
+{
+    static const char mark[] = "<redacted>";
+    size_t sl = strlen(secret);
+    char *hit;
+    while ((hit = strstr(*text, secret)) != NULL) {
+        size_t pre = (size_t)(hit - *text), post = strlen(hit + sl);
+        char *o = cf_malloc(pre + sizeof(mark) - 1 + post + 1);
+        if (!o) {
+            free(*text);
+            *text = NULL;
+            return CF_ENOMEM;
+        }
+        memcpy(o, *text, pre);
+        memcpy(o + pre, mark, sizeof(mark) - 1);
+        memcpy(o + pre + sizeof(mark) - 1, hit + sl, post + 1);
+        free(*text);
+        *text = o;
+    }
+    return 0;
+}
+
+/* Scrub a server-provided text before it can reach a message: the client's secrets, and the
+ * value of every "sig=" parameter (a SAS signature echoed with a URL). */
+static void redact(const cf_http *h, char **text)
+{
+    if (!*text)
+        return;
+    for (size_t i = 0; i < CF_HTTP_SECRETS_MAX && *text; i++)
+        if (h->secrets[i] && redact_one(text, h->secrets[i]) != 0)
+            return;
+    for (char *p = *text; (p = strstr(p, "sig=")) != NULL;) {
+        p += 4;
+        size_t n = strcspn(p, "& \"'<>");
+        if (n == 0)
+            continue;
+        char save = p[n];
+        p[n] = '\0';
+        char *val = cf_strdup(p);
+        p[n] = save;
+        if (!val || redact_one(text, val) != 0) {
+            free(val);
+            free(*text);
+            *text = NULL;
+            return;
+        }
+        free(val);
+        p = *text; /* rescan: the text was rebuilt */
+    }
+}
+
 /* Parse <Error><Code> and <Message> of a failure body (S3 and Azure both use this shape). */
 static void parse_error_body(cf_http_response *r)
 {
@@ -451,8 +518,11 @@ static int attempt(cf_http *h, const cf_http_request *req, cf_http_response *res
                 req->log_url ? req->log_url : req->url,
                 ar->cc == CURLE_OK ? status : 0L, ar->cc == CURLE_OK ? "" : " curl: ",
                 ar->cc == CURLE_OK ? "" : curl_easy_strerror(ar->cc), cf_mono_seconds() - t0);
-    if (ar->cc == CURLE_OK && (status < 200 || status >= 300))
+    if (ar->cc == CURLE_OK && (status < 200 || status >= 300)) {
         parse_error_body(resp);
+        redact(h, &resp->err_code);
+        redact(h, &resp->err_message);
+    }
 out:
     curl_slist_free_all(list);
     cf_http_headers_free(&signed_h);
@@ -633,14 +703,17 @@ int cf_http_fail(const cf_http_request *req, const cf_http_response *resp)
         break;
     case 401:
     case 403:
-        code = CF_EAUTH;
+        code = CF_ESTORAGE_AUTH;
         break;
     default:
         code = CF_EIO;
         break;
     }
-    int rc = cf_error_set(code, (int)resp->status, "%s: %s", subj, what);
-    if (code == CF_EAUTH)
+    int rc = code == CF_ESTORAGE_AUTH
+                 ? cf_error_set(code, (int)resp->status,
+                                "%s: the server refused the credentials: %s", subj, what)
+                 : cf_error_set(code, (int)resp->status, "%s: %s", subj, what);
+    if (code == CF_ESTORAGE_AUTH)
         cf_error_hint("the server refused the credentials: check the access key, the secret "
                       "and the system clock");
     return rc;

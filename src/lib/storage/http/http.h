@@ -38,6 +38,8 @@ int cf_http_headers_add(cf_http_headers *h, const char *name, const char *value)
 const char *cf_http_headers_get(const cf_http_headers *h, const char *name);
 
 /* ---- the client ---- */
+#define CF_HTTP_SECRETS_MAX 4
+
 typedef struct cf_http cf_http;
 
 typedef struct {
@@ -45,6 +47,11 @@ typedef struct {
      * ("SlowDown", "RequestTimeout" for S3); NULL-terminated, may be NULL. Borrowed for the
      * client's lifetime. */
     const char *const *retry_codes;
+    /* Credentials (a secret key, a session token, a SAS token) that must never reach a
+     * message: any occurrence in a server's error Code or Message is replaced by
+     * "<redacted>", as is the value of any "sig=" parameter. Copied (and wiped when the client
+     * is freed); NULL entries and strings under 4 bytes are ignored. */
+    const char *secrets[CF_HTTP_SECRETS_MAX];
 } cf_http_config;
 
 /* A client: a pool of libcurl handles (one per concurrent request, reused so connections
@@ -105,9 +112,9 @@ int cf_http_perform(cf_http *h, const cf_http_request *req, cf_http_response *re
 
 /*
  * Record the error for a final response whose status is not a success, and return its code:
- * 404 -> CF_ENOTFOUND, 401 and 403 -> CF_EAUTH, anything else -> CF_EIO (permanent). The
- * message names the object and location and carries the status and the server's error Code
- * and Message.
+ * 404 -> CF_ENOTFOUND, 401 and 403 -> CF_ESTORAGE_AUTH (the storage refused the credentials),
+ * anything else -> CF_EIO (permanent). The message names the object and location (which names
+ * the server) and carries the status and the server's error Code and Message.
  */
 int cf_http_fail(const cf_http_request *req, const cf_http_response *resp);
 

@@ -169,7 +169,7 @@ int cf_s3_creds_load(cf_s3_creds *c)
             }
         }
         if (!c->access_key || !c->secret_key || !*c->access_key || !*c->secret_key) {
-            rc = cf_error_set(CF_EAUTH, 0,
+            rc = cf_error_set(CF_ESTORAGE_AUTH, 0,
                               "no s3 credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                               "are not set and profile '%s' has no keys in '%s'",
                               profile, cred_path ? cred_path : "~/.aws/credentials");

@@ -283,7 +283,7 @@ static int s3_fail(const s3 *s, const char *op, const char *object, const cf_htt
         rc = recode(CF_EIO);
         cf_error_hint("the object is in an archive storage class: restore it in S3 first, and "
                       "use a storage class that can be read directly for repositories");
-    } else if (rc == CF_EAUTH) {
+    } else if (rc == CF_ESTORAGE_AUTH) {
         cf_error_hint("the server refused the request: check AWS_ACCESS_KEY_ID and "
                       "AWS_SECRET_ACCESS_KEY (keys from %s), the bucket's permissions and the "
                       "system clock",
@@ -730,7 +730,7 @@ static int put_multipart(s3 *s, const char *name, const void *data, size_t len, 
                 resp.err_message = m;
                 resp.status = 500;
                 rc = s3_fail(s, "write", name, &resp);
-                if (rc != CF_EAUTH)
+                if (rc != CF_ESTORAGE_AUTH)
                     rc = recode(retry ? CF_ERETRYABLE : CF_EIO);
                 goto fail;
             }
@@ -1235,7 +1235,8 @@ int cf_storage_s3_new(void **out_self, const char *location, unsigned flags)
         rc = CF_ENOMEM;
         goto out;
     }
-    cf_http_config hc = {.retry_codes = s3_retry_codes};
+    cf_http_config hc = {.retry_codes = s3_retry_codes,
+                         .secrets = {s->creds.secret_key, s->creds.session_token}};
     if ((rc = cf_http_new(&s->http, &hc)) < 0)
         goto out;
     if ((rc = probe(s, flags)) < 0)

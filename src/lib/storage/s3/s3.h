@@ -56,7 +56,7 @@ typedef struct {
  * Credentials: AWS_ACCESS_KEY_ID + AWS_SECRET_ACCESS_KEY (+ AWS_SESSION_TOKEN) from the
  * environment, else the profile AWS_PROFILE (default "default") in AWS_SHARED_CREDENTIALS_FILE
  * (default ~/.aws/credentials). Region: AWS_REGION, AWS_DEFAULT_REGION, the profile's region
- * in AWS_CONFIG_FILE (default ~/.aws/config), else us-east-1. Returns 0, CF_EAUTH when no
+ * in AWS_CONFIG_FILE (default ~/.aws/config), else us-east-1. Returns 0, CF_ESTORAGE_AUTH when no
  * credentials are found, CF_ENOMEM.
  */
 int cf_s3_creds_load(cf_s3_creds *out);

@@ -667,7 +667,7 @@ static int check_host_key(sftp_drv *d)
         home = home_dir();
         path = home ? cf_asprintf("%s/.ssh/known_hosts", home) : NULL;
         if (!home) {
-            rc = cf_error_set(CF_EAUTH, 0,
+            rc = cf_error_set(CF_ESTORAGE_AUTH, 0,
                               "cannot check the host key of %s: no home directory for "
                               "~/.ssh/known_hosts",
                               d->hostport);
@@ -707,7 +707,7 @@ static int check_host_key(sftp_drv *d)
         goto out;
     }
     if (check == LIBSSH2_KNOWNHOST_CHECK_MISMATCH) {
-        rc = cf_error_set(CF_EAUTH, 0,
+        rc = cf_error_set(CF_ESTORAGE_AUTH, 0,
                           "host key of sftp server %s has changed: it now presents %s key "
                           "SHA256:%s, which does not match '%s'; refusing to connect",
                           d->hostport, kind.name, b64, path);
@@ -720,7 +720,7 @@ static int check_host_key(sftp_drv *d)
      * a change too, and accept-new must not paper over it (as with ssh). */
     if (libssh2_knownhost_checkp(kh, kname, -1, key, klen, typemask, NULL) ==
         LIBSSH2_KNOWNHOST_CHECK_MISMATCH) {
-        rc = cf_error_set(CF_EAUTH, 0,
+        rc = cf_error_set(CF_ESTORAGE_AUTH, 0,
                           "host key of sftp server %s has changed: it now presents %s key "
                           "SHA256:%s, but '%s' holds a key of another type for it; refusing "
                           "to connect",
@@ -734,7 +734,7 @@ static int check_host_key(sftp_drv *d)
         rc = known_hosts_add(d, kh, path, key, klen, kind);
         goto out;
     }
-    rc = cf_error_set(CF_EAUTH, 0,
+    rc = cf_error_set(CF_ESTORAGE_AUTH, 0,
                       "host key of sftp server %s is not known: %s key SHA256:%s is not in "
                       "'%s'; refusing to connect",
                       d->hostport, kind.name, b64, path);
@@ -878,7 +878,7 @@ static int authenticate(sftp_drv *d)
         goto out;
     }
     if (!strstr(methods, "publickey")) {
-        rc = cf_error_set(CF_EAUTH, 0,
+        rc = cf_error_set(CF_ESTORAGE_AUTH, 0,
                           "sftp server %s does not accept public key authentication for '%s' "
                           "(it offers: %s)",
                           d->hostport, d->user, methods);
@@ -892,7 +892,7 @@ static int authenticate(sftp_drv *d)
         if (access(explicit, R_OK) != 0) {
             int err = errno;
             char eb[128];
-            rc = cf_error_set(CF_EAUTH, err, "cannot read the private key '%s' named by "
+            rc = cf_error_set(CF_ESTORAGE_AUTH, err, "cannot read the private key '%s' named by "
                                              "COFFER_SFTP_KEY: %s",
                               explicit, strerror_r(err, eb, sizeof(eb)));
             goto out;
@@ -916,7 +916,7 @@ static int authenticate(sftp_drv *d)
     if (rc == 1) {
         if (tried.len == 0)
             cf_buf_printf(&tried, "no key to offer");
-        rc = cf_error_set(CF_EAUTH, 0, "authentication as '%s' with sftp server %s failed: %.*s",
+        rc = cf_error_set(CF_ESTORAGE_AUTH, 0, "authentication as '%s' with sftp server %s failed: %.*s",
                           d->user, d->hostport, (int)(tried.len > 600 ? 600 : tried.len),
                           (const char *)tried.data);
         cf_error_hint("set COFFER_SFTP_KEY to a private key whose public key is in the "
