@@ -320,6 +320,9 @@ case_backup_failures() {
     printf '#!/bin/sh\nhead -c 700000 /dev/zero\nexit 0\n' >"$bin/pg_basebackup"
     expect_exit 1 cfpg pg backup --pgdata "$PGROOT/main" --pg-bindir "$bin"
     output_has "ended early" "a truncated tar stream is not detected"
+    printf '#!/bin/sh\nhead -c 512 /dev/urandom\nhead -c 10240 /dev/zero\nexit 0\n' >"$bin/pg_basebackup"
+    expect_exit 1 cfpg pg backup --pgdata "$PGROOT/main" --pg-bindir "$bin"
+    output_has "checksum mismatch" "a damaged tar header is not detected"
     n2=$(snapshot_count)
     check "failed base backups published snapshots ($n1 -> $n2)" test "$n1" = "$n2"
 }

@@ -2,7 +2,8 @@
  * fuzz_pg_meta.c - the PostgreSQL texts coffer parses back from the WAL archive or from
  * pg_basebackup's stream: WAL file names, LSNs, timeline history files, backup_label with the
  * tail of backup_manifest, and backup history files. Nothing may crash; what is accepted
- * must be self-consistent (a name re-formats to itself, an LSN to the same value).
+ * must be self-consistent (a name re-formats to itself, an LSN to the same value, history
+ * timelines are positive and increasing).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -55,6 +56,9 @@ static void history(const char *s)
             lines += *p == '\n';
         if (n > lines || (n > 0) != (e != NULL))
             abort();
+        for (size_t i = 0; i < n; i++)
+            if (e[i].tli == 0 || (i > 0 && e[i].tli <= e[i - 1].tli))
+                abort();
     }
     free(e);
     free(copy);

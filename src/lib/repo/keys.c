@@ -463,12 +463,26 @@ static int slot_info(cf_key_info *k, cf_storage *st, const char *name)
     size_t i;
     json_t *v;
     k->ngenerations = 0;
+    bool bad = false;
     json_array_foreach(gens, i, v)
     {
-        if (k->ngenerations < CF_KEY_INFO_MAX_GENS && json_is_integer(v))
-            k->generations[k->ngenerations++] = (uint32_t)json_integer_value(v);
+        json_int_t g = json_is_integer(v) ? json_integer_value(v) : -1;
+        if (g < 0 || g > (json_int_t)UINT32_MAX)
+            bad = true; /* the document is not authenticated: no number is taken on trust */
+        else if (k->ngenerations < CF_KEY_INFO_MAX_GENS)
+            k->generations[k->ngenerations++] = (uint32_t)g;
     }
-    k->current_generation = (uint32_t)json_integer_value(json_object_get(doc, "current"));
+    json_t *cur = json_object_get(doc, "current");
+    json_int_t c = json_is_integer(cur) ? json_integer_value(cur) : cur ? -1 : 0;
+    if (c < 0 || c > (json_int_t)UINT32_MAX)
+        bad = true;
+    else
+        k->current_generation = (uint32_t)c;
+    if (bad) {
+        snprintf(k->kdf, sizeof(k->kdf), "damaged");
+        k->ngenerations = 0;
+        k->current_generation = 0;
+    }
     json_decref(doc);
     return 0;
 }

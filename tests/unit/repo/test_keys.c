@@ -233,6 +233,59 @@ static void test_slot_fields_damaged(void **state)
     free(name);
 }
 
+/* The listing reads the slots' plain fields: numbers out of range mark the slot damaged. */
+#define SPARE "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff"
+static void test_slot_list_generations(void **state)
+{
+    (void)state;
+    char *name = key_name();
+    char *orig = get_text(name);
+    json_error_t jerr;
+    json_t *doc = json_loads(orig, 0, &jerr);
+    assert_non_null(doc);
+    struct {
+        const char *key;
+        json_t *value;
+        bool damaged;
+    } edits[] = {
+        {"generations", json_pack("[i,i]", 0, 7), false},
+        {"generations", json_pack("[i]", -1), true},
+        {"generations", json_pack("[I]", (json_int_t)UINT32_MAX + 1), true},
+        {"generations", json_pack("[s]", "3"), true},
+        {"current", json_integer(-2), true},
+        {"current", json_integer((json_int_t)1 << 40), true},
+        {"current", json_string("1"), true},
+        {"current", json_integer((json_int_t)UINT32_MAX), false},
+    };
+    for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+        json_t *copy = json_deep_copy(doc);
+        json_object_set_new(copy, edits[i].key, edits[i].value);
+        char *text = json_dumps(copy, JSON_COMPACT);
+        put_text(name, text);
+        free(text);
+        json_decref(copy);
+        cf_repo *r = NULL;
+        put_text("keys/" SPARE, orig); /* an intact slot to open the repository with */
+        th_ok(cf_repo_open(&r, URL, TEST_PASSWORD));
+        cf_key_info *k = NULL;
+        size_t n = 0;
+        th_ok(cf_key_list(&k, &n, r));
+        assert_int_equal(n, 2);
+        const cf_key_info *e = strcmp(k[0].id, SPARE) == 0 ? &k[1] : &k[0];
+        if ((strcmp(e->kdf, "damaged") == 0) != edits[i].damaged)
+            fail_msg("edit %zu (%s): kdf '%s'", i, edits[i].key, e->kdf);
+        if (!edits[i].damaged && strcmp(edits[i].key, "generations") == 0)
+            assert_true(e->ngenerations == 2 && e->generations[1] == 7);
+        if (!edits[i].damaged && strcmp(edits[i].key, "current") == 0)
+            assert_int_equal(e->current_generation, UINT32_MAX);
+        free(k);
+        cf_repo_close(r);
+    }
+    json_decref(doc);
+    free(orig);
+    free(name);
+}
+
 static void test_no_key_slots(void **state)
 {
     (void)state;
@@ -444,6 +497,7 @@ int main(void)
         T(test_damaged_slot_alongside),
         T(test_all_slots_damaged),
         T(test_slot_fields_damaged),
+        T(test_slot_list_generations),
         T(test_no_key_slots),
         T(test_config_altered),
         T(test_config_from_future),

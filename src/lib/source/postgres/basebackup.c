@@ -19,129 +19,17 @@
 /* ------------------------------------------------------------------ the tar relay */
 
 /*
- * pg_basebackup's tar stream passes through a thread on its way to cf_backup, which picks
- * out backup_label (start point, timeline) at the start and backup_manifest (its WAL range:
- * the stop point) at the end, and sees whether the archive ended properly.
+ * pg_basebackup's tar stream passes through a thread on its way to cf_backup, which reads it
+ * with cf_pg__tar (tar.c) to pick out backup_label and the backup manifest's tail.
  */
-#define MTAIL_MAX (64 * 1024)
-
 typedef struct {
     int in_fd, out_fd;
     pthread_t th;
     bool started;
-    uint8_t hdr[512];
-    size_t hlen;
-    uint64_t left, pad;
-    int capture; /* 1 backup_label, 2 backup_manifest */
-    char label[8192];
-    size_t label_len;
-    char *mtail;
-    size_t mtail_len;
-    bool have_manifest;
-    int zero_blocks;
+    cf_pg__tar tar;
     uint64_t bytes;
     int err; /* errno of a failed read or write */
 } relay;
-
-static uint64_t tar_size(const uint8_t *h)
-{
-    uint64_t v = 0;
-    if (h[124] & 0x80) { /* base-256 */
-        for (int i = 125; i < 136; i++)
-            v = v << 8 | h[i];
-        return v;
-    }
-    for (int i = 124; i < 136; i++) {
-        if (h[i] >= '0' && h[i] <= '7')
-            v = v * 8 + (uint64_t)(h[i] - '0');
-        else if (h[i] != ' ' || v)
-            break;
-    }
-    return v;
-}
-
-static void relay_header(relay *r)
-{
-    bool zero = true;
-    for (int i = 0; i < 512 && zero; i++)
-        zero = r->hdr[i] == 0;
-    r->capture = 0;
-    if (zero) {
-        r->zero_blocks++;
-        r->left = r->pad = 0;
-        return;
-    }
-    r->zero_blocks = 0;
-    char name[101];
-    memcpy(name, r->hdr, 100);
-    name[100] = '\0';
-    uint64_t size = tar_size(r->hdr);
-    char type = (char)r->hdr[156];
-    bool file = type == '0' || type == '\0';
-    if (file && r->hdr[345] == '\0' && strcmp(name, "backup_label") == 0) {
-        r->capture = 1;
-        r->label_len = 0;
-    } else if (file && r->hdr[345] == '\0' && strcmp(name, "backup_manifest") == 0) {
-        r->capture = 2;
-        r->mtail_len = 0;
-        r->have_manifest = true;
-    }
-    r->left = size;
-    r->pad = (512 - size % 512) % 512;
-}
-
-static void relay_data(relay *r, const uint8_t *p, size_t n)
-{
-    if (r->capture == 1) {
-        size_t room = sizeof(r->label) - 1 - r->label_len;
-        size_t k = n < room ? n : room;
-        memcpy(r->label + r->label_len, p, k);
-        r->label_len += k;
-        r->label[r->label_len] = '\0';
-    } else if (r->capture == 2 && r->mtail) {
-        if (n >= MTAIL_MAX) {
-            memcpy(r->mtail, p + n - MTAIL_MAX, MTAIL_MAX);
-            r->mtail_len = MTAIL_MAX;
-        } else {
-            if (r->mtail_len + n > MTAIL_MAX) {
-                size_t drop = r->mtail_len + n - MTAIL_MAX;
-                memmove(r->mtail, r->mtail + drop, r->mtail_len - drop);
-                r->mtail_len -= drop;
-            }
-            memcpy(r->mtail + r->mtail_len, p, n);
-            r->mtail_len += n;
-        }
-        r->mtail[r->mtail_len] = '\0';
-    }
-}
-
-static void relay_parse(relay *r, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        if (r->left > 0) {
-            size_t k = (uint64_t)n < r->left ? n : (size_t)r->left;
-            relay_data(r, p, k);
-            r->left -= k;
-            p += k;
-            n -= k;
-        } else if (r->pad > 0) {
-            size_t k = (uint64_t)n < r->pad ? n : (size_t)r->pad;
-            r->pad -= k;
-            p += k;
-            n -= k;
-        } else {
-            size_t k = 512 - r->hlen < n ? 512 - r->hlen : n;
-            memcpy(r->hdr + r->hlen, p, k);
-            r->hlen += k;
-            p += k;
-            n -= k;
-            if (r->hlen == 512) {
-                r->hlen = 0;
-                relay_header(r);
-            }
-        }
-    }
-}
 
 static void *relay_main(void *arg)
 {
@@ -166,7 +54,7 @@ static void *relay_main(void *arg)
         }
         if (n == 0)
             break;
-        relay_parse(r, buf, (size_t)n);
+        cf_pg__tar_feed(&r->tar, buf, (size_t)n);
         r->bytes += (uint64_t)n;
         size_t done = 0;
         while (done < (size_t)n) {
@@ -220,6 +108,13 @@ static const char *setting(const char *text, const char *name, char *buf, size_t
     return NULL;
 }
 
+/* A whole setting as a number up to max (anything else: unknown). */
+static bool setting_num(uint64_t *out, const char *v, uint64_t max)
+{
+    const char *end = NULL;
+    return cf_pg__dec(out, v, &end, max) && *end == '\0';
+}
+
 static int preflight(bb_ctx *c)
 {
     const cf_pg_backup_opts *o = c->o;
@@ -234,12 +129,13 @@ static int preflight(bb_ctx *c)
     if (rc)
         return cf_error_wrap(rc, "unable to query the server");
     char v[1024];
-    if (setting(out, "server_version_num", v, sizeof(v)))
-        c->server_version = (uint32_t)strtoul(v, NULL, 10);
-    if (setting(out, "wal_segment_size", v, sizeof(v)))
-        c->segsize = (uint32_t)strtoul(v, NULL, 10);
-    if (setting(out, "system_identifier", v, sizeof(v)))
-        c->sysid = strtoull(v, NULL, 10);
+    uint64_t num = 0;
+    if (setting(out, "server_version_num", v, sizeof(v)) && setting_num(&num, v, UINT32_MAX))
+        c->server_version = (uint32_t)num;
+    if (setting(out, "wal_segment_size", v, sizeof(v)) && setting_num(&num, v, UINT32_MAX))
+        c->segsize = (uint32_t)num;
+    if (setting(out, "system_identifier", v, sizeof(v)) && setting_num(&num, v, UINT64_MAX))
+        c->sysid = num;
     c->in_recovery = setting(out, "in_recovery", v, sizeof(v)) && strcmp(v, "true") == 0;
     if (c->server_version && c->server_version < 100000) {
         rc = cf_error_set(CF_EUNSUPPORTED, 0, "PostgreSQL %u is not supported (10 or newer)",
@@ -371,12 +267,17 @@ int cf_pg__parse_label(cf_pg_base_info *info, const char *label, const char *mta
     const char *from = strstr(l, "BACKUP FROM: ");
     char lsn[32], file[32];
     unsigned tli = 0;
+    uint64_t t64 = 0;
+    const char *tend = NULL;
     *have_stop = false;
     if (!sw || sscanf(sw + 20, "%31s (file %24[0-9A-F])", lsn, file) != 2 ||
         cf_pg_lsn_parse(&info->start_lsn, lsn) || strlen(file) != 24)
         return cf_error_set(CF_EGENERIC, 0, "pg_basebackup's stream has no valid backup_label");
-    if (tl && sscanf(tl + 16, "%u", &tli) == 1 && tli > 0)
-        info->timeline = tli;
+    if (tl && cf_pg__dec(&t64, tl + 16, &tend, UINT32_MAX) && t64 > 0 &&
+        (*tend == '\n' || *tend == '\r' || *tend == '\0'))
+        info->timeline = (uint32_t)t64;
+    else if (tl)
+        return cf_error_set(CF_EGENERIC, 0, "backup_label has an invalid START TIMELINE");
     else if (sscanf(file, "%8X", &tli) == 1 && tli > 0)
         info->timeline = tli;
     else
@@ -456,11 +357,12 @@ static int bb_finish(char **out_json, void *payload)
     if (c->rl.err)
         return cf_error_set(CF_EIO, c->rl.err, "unable to pass on pg_basebackup's output: %s",
                             strerror(c->rl.err));
-    if (c->rl.zero_blocks < 2 || c->rl.left || c->rl.hlen)
-        return cf_error_set(CF_EGENERIC, 0, "pg_basebackup's tar stream ended early (%llu bytes)",
-                            (unsigned long long)c->rl.bytes);
+    int rc = cf_pg__tar_end(&c->rl.tar);
+    if (rc) /* a failure of pg_basebackup's, not damage in the repository */
+        return cf_error_wrap(CF_EGENERIC, "pg_basebackup's output (%llu bytes)",
+                             (unsigned long long)c->rl.bytes);
     bool have_stop = false;
-    int rc = cf_pg__parse_label(&c->info, c->rl.label, c->rl.mtail, &have_stop);
+    rc = cf_pg__parse_label(&c->info, c->rl.tar.label, c->rl.tar.mtail, &have_stop);
     if (rc)
         return rc;
     cf_pg_base_info *in = &c->info;
@@ -497,10 +399,15 @@ static int bb_finish(char **out_json, void *payload)
                           "(extract(epoch from clock_timestamp()) * 1000000)::bigint"
                         : "select txid_snapshot_xmax(txid_current_snapshot()), "
                           "(extract(epoch from clock_timestamp()) * 1000000)::bigint") == 0) {
-        char *bar = strchr(ans, '|');
-        in->next_xid = strtoull(ans, NULL, 10);
-        if (bar)
-            in->stop_time_ns = strtoll(bar + 1, NULL, 10) * 1000;
+        const char *end = NULL;
+        uint64_t xid = 0, us = 0;
+        if (cf_pg__dec(&xid, ans, &end, UINT64_MAX) && *end == '|') {
+            in->next_xid = xid;
+            /* microseconds since 1970, as nanoseconds: positive and within int64 */
+            if (cf_pg__dec(&us, end + 1, &end, (uint64_t)INT64_MAX / 1000) &&
+                (*end == '\0' || *end == '\n'))
+                in->stop_time_ns = (int64_t)(us * 1000);
+        }
     }
     free(ans);
     cf_error_clear();
@@ -547,6 +454,7 @@ int cf_pg_backup(cf_repo *repo, const cf_pg_backup_opts *o, cf_pg_base_info *out
     bb_ctx c;
     cf_pg__argv a = {0};
     char bin[PATH_MAX];
+    char *mtail = NULL;
     int rc;
     memset(&c, 0, sizeof(c));
     c.o = o;
@@ -585,11 +493,13 @@ int cf_pg_backup(cf_repo *repo, const cf_pg_backup_opts *o, cf_pg_base_info *out
     }
     c.rl.in_fd = c.proc.out_fd;
     c.rl.out_fd = rp[1];
-    if (!(c.rl.mtail = cf_malloc(MTAIL_MAX + 1)) ||
-        pthread_create(&c.rl.th, NULL, relay_main, &c.rl) != 0) {
+    mtail = cf_malloc(CF_PG_MTAIL_MAX + 1);
+    if (mtail)
+        cf_pg__tar_init(&c.rl.tar, mtail);
+    if (!mtail || pthread_create(&c.rl.th, NULL, relay_main, &c.rl) != 0) {
         close(rp[0]);
         close(rp[1]);
-        rc = c.rl.mtail ? cf_error_set(CF_EIO, 0, "unable to start a thread") : CF_ENOMEM;
+        rc = mtail ? cf_error_set(CF_EIO, 0, "unable to start a thread") : CF_ENOMEM;
         goto out;
     }
     c.rl.started = true;
@@ -628,7 +538,7 @@ out:
         }
         cf_pg__proc_free(&c.proc);
     }
-    free(c.rl.mtail);
+    free(mtail);
     cf_pg__argv_free(&a);
     cf_pg__target_free(&c.t);
     return rc;
@@ -636,13 +546,23 @@ out:
 
 /* ------------------------------------------------------------------ reading back */
 
-static uint64_t num_or_text(json_t *v)
+/* A number field written as an integer or as decimal text (64-bit values): absent is 0;
+ * negative, not a number, or above max is not valid. */
+static bool num_or_text(uint64_t *out, json_t *pg, const char *key, uint64_t max)
 {
-    if (json_is_integer(v))
-        return (uint64_t)json_integer_value(v);
-    if (json_is_string(v))
-        return strtoull(json_string_value(v), NULL, 10);
-    return 0;
+    json_t *v = json_object_get(pg, key);
+    *out = 0;
+    if (!v)
+        return true;
+    if (json_is_integer(v)) {
+        json_int_t i = json_integer_value(v);
+        if (i < 0 || (uint64_t)i > max)
+            return false;
+        *out = (uint64_t)i;
+        return true;
+    }
+    const char *s = json_string_value(v), *end = NULL;
+    return s && cf_pg__dec(out, s, &end, max) && *end == '\0';
 }
 
 int cf_pg__info_from_json(cf_pg_base_info *out, const char *doc_json)
@@ -660,11 +580,28 @@ int cf_pg__info_from_json(cf_pg_base_info *out, const char *doc_json)
         snprintf(out->snapshot_id, sizeof(out->snapshot_id), "%s", s);
     if ((s = json_string_value(json_object_get(doc, "time"))))
         cf_time_parse(&out->time_ns, s);
-    out->timeline = (uint32_t)num_or_text(json_object_get(pg, "timeline"));
-    out->wal_segment_size = (uint32_t)num_or_text(json_object_get(pg, "wal_segment_size"));
-    out->system_identifier = num_or_text(json_object_get(pg, "system_identifier"));
-    out->server_version = (uint32_t)num_or_text(json_object_get(pg, "server_version"));
-    out->next_xid = num_or_text(json_object_get(pg, "next_xid"));
+    uint64_t tli = 0, segsize = 0, version = 0;
+    const struct {
+        const char *key;
+        uint64_t max;
+        uint64_t *to;
+    } nums[] = {
+        {"timeline", UINT32_MAX, &tli},
+        {"wal_segment_size", UINT32_MAX, &segsize},
+        {"system_identifier", UINT64_MAX, &out->system_identifier},
+        {"server_version", UINT32_MAX, &version},
+        {"next_xid", UINT64_MAX, &out->next_xid},
+    };
+    for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++)
+        if (!num_or_text(nums[i].to, pg, nums[i].key, nums[i].max)) {
+            rc = cf_error_set(CF_ECORRUPT, 0,
+                              "snapshot %.8s: its PostgreSQL field '%s' is not valid",
+                              out->snapshot_id, nums[i].key);
+            goto out;
+        }
+    out->timeline = (uint32_t)tli;
+    out->wal_segment_size = (uint32_t)segsize;
+    out->server_version = (uint32_t)version;
     if ((s = json_string_value(json_object_get(pg, "stop_time"))) &&
         cf_time_parse(&out->stop_time_ns, s) != 0)
         out->stop_time_ns = 0;

@@ -88,7 +88,7 @@ typedef cf_pg__hist_entry hist_entry;
 int cf_pg__parse_history(cf_pg__hist_entry **out, size_t *out_n, char *text)
 {
     cf_pg__hist_entry *e = NULL;
-    size_t n = 0;
+    size_t n = 0, lineno = 0;
     int rc = 0;
     *out = NULL;
     *out_n = 0;
@@ -96,20 +96,49 @@ int cf_pg__parse_history(cf_pg__hist_entry **out, size_t *out_n, char *text)
         char *nl = strchr(line, '\n');
         if (nl)
             *nl = '\0';
-        unsigned t;
-        char lsn[32];
-        uint64_t end;
-        if (line[0] != '#' && sscanf(line, "%u %31s", &t, lsn) == 2 &&
-            cf_pg_lsn_parse(&end, lsn) == 0) {
-            cf_pg__hist_entry *p = cf_realloc(e, (n + 1) * sizeof(*p));
-            if (!p) {
-                rc = CF_ENOMEM;
-                break;
-            }
-            e = p;
-            e[n].tli = t;
-            e[n++].end = end;
+        lineno++;
+        /* as PostgreSQL reads it: "<timeline> <switch LSN> [reason]", blank lines and
+         * comments skipped */
+        const char *p = line + strspn(line, " \t\r");
+        if (*p == '\0' || *p == '#') {
+            line = nl ? nl + 1 : NULL;
+            continue;
         }
+        uint64_t t = 0, end = 0;
+        const char *q = NULL;
+        char lsn[32];
+        size_t ll = 0;
+        bool ok = cf_pg__dec(&t, p, &q, UINT32_MAX) && t > 0 && (*q == ' ' || *q == '\t');
+        if (ok) {
+            q += strspn(q, " \t");
+            ll = strcspn(q, " \t\r");
+            ok = ll > 0 && ll < sizeof(lsn);
+        }
+        if (ok) {
+            memcpy(lsn, q, ll);
+            lsn[ll] = '\0';
+            ok = cf_pg_lsn_parse(&end, lsn) == 0;
+        }
+        if (!ok) {
+            rc = cf_error_set(CF_ECORRUPT, 0, "timeline history line %zu is not valid: expected "
+                                              "a timeline (1 to 4294967295) and an LSN",
+                              lineno);
+            break;
+        }
+        if (n > 0 && t <= e[n - 1].tli) {
+            rc = cf_error_set(CF_ECORRUPT, 0, "timeline history line %zu: timeline %llu does "
+                                              "not follow %u",
+                              lineno, (unsigned long long)t, e[n - 1].tli);
+            break;
+        }
+        cf_pg__hist_entry *np = cf_realloc(e, (n + 1) * sizeof(*np));
+        if (!np) {
+            rc = CF_ENOMEM;
+            break;
+        }
+        e = np;
+        e[n].tli = (uint32_t)t;
+        e[n++].end = end;
         line = nl ? nl + 1 : NULL;
     }
     if (rc) {

@@ -174,15 +174,55 @@ int cf_pg__parse_label(cf_pg_base_info *info, const char *label, const char *mta
                        bool *have_stop);
 /* The STOP WAL LOCATION of a backup history file ("....backup"). */
 int cf_pg__parse_backup_history(uint64_t *stop_lsn, const char *text);
-/* A timeline history file: one (tli, end LSN) per valid line. text is modified (lines are
- * cut); *out is malloc'd (NULL when there are none). */
+/* A timeline history file: one (tli, end LSN) per line, blank lines and comments skipped;
+ * CF_ECORRUPT for any other line that is not a timeline (1 to 2^32-1, above the previous
+ * one) and an LSN. text is modified (lines are cut); *out is malloc'd (NULL when none). */
 typedef struct {
     uint32_t tli;
     uint64_t end;
 } cf_pg__hist_entry;
 int cf_pg__parse_history(cf_pg__hist_entry **out, size_t *out_n, char *text);
 
-/* The snapshot document's "postgres" object as parsed fields. */
+/* The snapshot document's "postgres" object as parsed fields. CF_ENOTFOUND when there is
+ * none, CF_ECORRUPT when a field is missing or out of range. */
 int cf_pg__info_from_json(cf_pg_base_info *out, const char *doc_json);
+
+/* A decimal number of ASCII digits only (no sign, no blanks) at s, at most max. *end (may be
+ * NULL) is set past the last digit. false when there is no digit or the value exceeds max. */
+bool cf_pg__dec(uint64_t *out, const char *s, const char **end, uint64_t max);
+
+/* ---- pg_basebackup's tar stream ---- */
+/*
+ * A streaming reader of the tar stream on its way into the repository: it captures
+ * backup_label (start point, timeline) at the start and the tail of backup_manifest (its WAL
+ * range: the stop point) at the end, and sees whether the archive ended properly. Bytes may
+ * arrive in pieces of any size. Nothing is allocated: set mtail to a buffer of
+ * CF_PG_MTAIL_MAX + 1 bytes to keep the manifest's tail (NULL: not kept).
+ */
+#define CF_PG_MTAIL_MAX (64 * 1024)
+
+typedef struct {
+    uint8_t hdr[512];
+    size_t hlen;         /* bytes of the current header so far */
+    uint64_t left, pad;  /* data and padding bytes of the current member still to come */
+    int capture;         /* 1 backup_label, 2 backup_manifest */
+    char label[8192];
+    size_t label_len;
+    char *mtail;
+    size_t mtail_len;
+    bool have_manifest;
+    int zero_blocks;     /* consecutive zero blocks seen (2: the end of the archive) */
+    bool corrupt;        /* a header is not valid: what follows is not parsed */
+    char why[96];        /* what was wrong with it */
+    uint64_t members;    /* headers read */
+} cf_pg__tar;
+
+/* Start reading (mtail: see above). */
+void cf_pg__tar_init(cf_pg__tar *t, char *mtail);
+/* Read the next n bytes of the stream. */
+void cf_pg__tar_feed(cf_pg__tar *t, const uint8_t *p, size_t n);
+/* At the end of the stream: 0 when it was a whole archive, else CF_ECORRUPT (truncated, or a
+ * header not valid). */
+int cf_pg__tar_end(const cf_pg__tar *t);
 
 #endif

@@ -88,6 +88,26 @@ int cf_pg__archive_name(char out[256], const char *cluster, const char *file)
     return 0;
 }
 
+/* ------------------------------------------------------------------ numbers */
+
+bool cf_pg__dec(uint64_t *out, const char *s, const char **end, uint64_t max)
+{
+    uint64_t v = 0;
+    const char *p = s;
+    for (; *p >= '0' && *p <= '9'; p++) {
+        uint64_t d = (uint64_t)(*p - '0');
+        if (v > (max - d) / 10)
+            return false;
+        v = v * 10 + d;
+    }
+    if (end)
+        *end = p;
+    if (p == s)
+        return false;
+    *out = v;
+    return true;
+}
+
 /* ------------------------------------------------------------------ LSNs */
 
 int cf_pg_lsn_parse(uint64_t *out, const char *s)

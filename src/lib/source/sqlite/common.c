@@ -410,6 +410,9 @@ static int seq_cb(const char *name, uint64_t size, void *payload)
         return 0;
     const char *s = name + c->plen;
     char *end = NULL;
+    /* digits only: strtoull would also take blanks, a sign, and wrap "-1" */
+    if (*s < '0' || *s > '9')
+        return 0;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
     if (end == s || *end || errno)
