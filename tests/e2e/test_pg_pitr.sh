@@ -135,9 +135,13 @@ case_workload() {
     # two commits a few milliseconds apart, over one psql connection
     local line dml_a dml_b
     dml
-    dml_a=$DML
+    # each of the pair also inserts one row, so both change the table whatever the random
+    # statements matched
+    dml_a="$DML insert into t(id, v, n) values ($NEXT_ID, 'pair-a', 1);"
+    NEXT_ID=$((NEXT_ID + 1))
     dml
-    dml_b=$DML
+    dml_b="$DML insert into t(id, v, n) values ($NEXT_ID, 'pair-b', 2);"
+    NEXT_ID=$((NEXT_ID + 1))
     line=$(pg_script <<EOF
 select ($SUM_SQL) as before_a \gset
 begin;
