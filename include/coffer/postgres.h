@@ -133,20 +133,33 @@ typedef struct {
     unsigned spooled;        /* segments written into the spool by this call */
     unsigned present;        /* following segments that were already in the spool */
     bool skipped;            /* the spool could not be used (not writable, busy): no prefetch */
+    bool kept;               /* nothing after the segment is archived: a copy of it was
+                                spooled for PostgreSQL's second read at the end of recovery */
 } cf_pg_prefetch_result;
 
 /* Hand the segment name from spool_dir to dest (a rename; a copy across file systems),
- * without a repository. 0 when written; CF_ENOTFOUND when the spool does not hold it, or
- * holds it damaged (the file is then removed), or anything else went wrong: the caller
- * then fetches from the repository. Spooled segments PostgreSQL has moved past (lower
- * segment numbers, lower timelines) are removed after a segment was handed out. */
+ * without a repository. The newest spooled segment (nothing of a later segment or timeline
+ * is spooled) is copied and stays spooled: PostgreSQL reads the last segment of the archive
+ * a second time at the end of recovery. 0 when written; CF_ENOTFOUND when the spool does not
+ * hold it, or holds it damaged (the file is then removed), or anything else went wrong: the
+ * caller then fetches from the repository. Spooled segments PostgreSQL has moved past
+ * (lower segment numbers, lower timelines) are removed after a segment was handed out. */
 int cf_pg_spool_take(const char *spool_dir, const char *name, const char *dest);
+
+/* Spool the segment file at path under name (its header must name that segment; the
+ * SHA-256 is computed here), creating spool_dir (0700) if needed: renamed into the spool
+ * when move (path is then gone; copied and removed across file systems), otherwise copied.
+ * For a segment fetched by other means, e.g. pg restore's check run of restore_command.
+ * CF_EINVAL when it is not a whole segment of that name. */
+int cf_pg_spool_put(const char *spool_dir, const char *name, const char *path, bool move);
 
 /* cf_pg_wal_fetch, then, when name is a segment and it was fetched, fetch up to
  * opts->count following segments of its timeline that are archived (stopping at the first
  * that is not) into opts->spool_dir, with one repository open and opts->threads fetches in
- * parallel, within opts->max_bytes. The return code is cf_pg_wal_fetch's: problems of the
- * prefetch only make it spool less. out (may be NULL) tells what was spooled. */
+ * parallel, within opts->max_bytes. When the segment right after it is not archived, a copy
+ * of the fetched segment itself is spooled (out->kept). The return code is
+ * cf_pg_wal_fetch's: problems of the prefetch only make it spool less. out (may be NULL)
+ * tells what was spooled. */
 int cf_pg_wal_fetch_ahead(cf_repo *repo, const char *cluster, const char *name, const char *dest,
                           const cf_pg_prefetch_opts *opts, cf_pg_prefetch_result *out);
 
@@ -196,6 +209,9 @@ typedef struct {
     const char *owner;           /* OS user owning the data directory; NULL: "postgres" when
                                     root, otherwise the current user */
     bool no_verify;              /* skip running restore_command once before starting */
+    const char *spool_dir;       /* the prefetch spool of restore_command (created, owned by
+                                    the server user): the segment its check run fetched is
+                                    spooled there; NULL: the check run's file is removed */
     bool start;                  /* start the server and wait until it reached the target */
     const char *log_file;        /* server log with start; NULL: TARGET_DIR/coffer-restore.log */
     double wait_timeout;         /* seconds; 0: 600 */

@@ -677,6 +677,8 @@ static int pg_restore_cmd(int argc, char **argv)
         o.env_file = envfile;
         o.env_lines = envl.v;
         if (prefetch > 0) {
+            /* the check run's segment goes there: the server's first call takes it */
+            o.spool_dir = spool;
             strncat(endcmd, "recovery_end_command=", n - 1);
             sh_append(endcmd, n, exe);
             strncat(endcmd, " wal-fetch --remove-spool --spool ", n - strlen(endcmd) - 1);
@@ -1276,8 +1278,9 @@ static int wal_fetch(int argc, char **argv)
     }
     if (frc == 0 && g.verbose)
         fprintf(stderr, "coffer: %s from the repository (open %.3f s, fetch %.3f s), %u "
-                        "following segments spooled, %u already spooled%s\n",
+                        "following segments spooled, %u already spooled%s%s\n",
                 name, t1 - t0, cf_mono_seconds() - t1, pr.spooled, pr.present,
+                pr.kept ? " (the last archived: kept in the spool)" : "",
                 po.spool_dir && pr.skipped ? " (spool not usable)" : "");
     return frc ? cli_fail(frc) : 0;
 out:

@@ -31,8 +31,22 @@ if ! as_pg env -u COFFER_PASSWORD COFFER_PASSWORD_FILE="$PW" "$COFFER" --repo "$
 fi
 
 # coffer as the server's OS user; every repository opening with the password appends a
-# line to $CNT
-PWCMD="echo open >> '$CNT'; cat '$PW'"
+# line to $CNT naming the coffer command that asked (its process or the one above it: the
+# server's calls write to RECOVERYXLOG, the check run of pg restore to coffer-verify.tmp)
+as_pg tee "$PGROOT/pwcmd.sh" >/dev/null <<EOS
+#!/bin/sh
+p=\$PPID
+line=open
+for i in 1 2; do
+    line="\$line \$(tr '\\0' ' ' </proc/\$p/cmdline 2>/dev/null)"
+    p=\$(cut -d' ' -f4 /proc/\$p/stat 2>/dev/null)
+    [ -n "\$p" ] || break
+done
+echo "\$line" >> '$CNT'
+cat '$PW'
+EOS
+as_pg chmod 700 "$PGROOT/pwcmd.sh"
+PWCMD="$PGROOT/pwcmd.sh"
 cfpg() {
     as_pg env -u COFFER_PASSWORD COFFER_REPO="$REPO" COFFER_PASSWORD_COMMAND="$PWCMD" \
         "$COFFER" "$@"
@@ -109,10 +123,59 @@ case_recovery_opens_less() {
     check "the restored data differs" test "$(pg_sql_port "$port" "$SUM_SQL")" = "$WANT_SUM"
     replayed=$(grep -ac 'restored log file "[0-9A-F]\{24\}" from archive' "$dir/coffer-restore.log")
     n=$(opens)
-    figure "recovery replayed $replayed segments from the archive; the repository was opened $n times (pg restore and its restore_command check included)"
+    local server check_run
+    server=$(grep -c RECOVERYXLOG "$CNT")
+    check_run=$(grep -c coffer-verify.tmp "$CNT")
+    figure "recovery replayed $replayed segments from the archive; the repository was opened $n times: $server in the server's restore_command calls, $check_run in the check run of pg restore, $((n - server - check_run)) by pg restore itself"
     ((replayed >= 20)) || note "only $replayed segments replayed from the archive"
     ((n * 2 < replayed)) || note "the repository was opened $n times for $replayed segments"
+    # the first segment comes from the check run's spool, the last one's second read from
+    # the copy kept in the spool, "not archived" from the storage alone: with 16 segments
+    # prefetched per opening, 24 segments need one opening in the server's calls
+    ((server <= 2)) || note "the server's restore_command calls opened the repository $server times"
+    ((check_run == 1)) || note "the check run opened the repository $check_run times"
     check "the spool is left after recovery ended" test ! -e "$dir/pg_wal/coffer-prefetch"
+    as_pg "$PGBIN/pg_ctl" -D "$dir" -m fast -w -t 60 stop >/dev/null 2>&1
+    return 0
+}
+
+# a standby fed from the archive polls for the next segment: the newest segment stays
+# spooled while it polls, and it follows what the primary archives later
+case_standby_follows() {
+    local dir="$PGROOT/sb" sp port i want got
+    sp="$dir/pg_wal/coffer-prefetch"
+    pg_start main || return 1
+    expect_exit 0 cfpg --json pg restore --target "$dir" --standby --archive-mode off --start \
+        --set port=$PG_NEXT_PORT --set unix_socket_directories="$PGROOT/sock" || return 1
+    PG_NEXT_PORT=$((PG_NEXT_PORT + 1))
+    port=$(pg_port_of "$dir")
+    standby_has() {
+        for i in $(seq 1 300); do
+            [[ "$(pg_sql_port "$port" "$SUM_SQL" 2>/dev/null)" == "$1" ]] && return 0
+            sleep 0.1
+        done
+        return 1
+    }
+    check "the standby did not replay the archive" standby_has "$(pg_sql main "$SUM_SQL")"
+    got=$(spool_ok "$sp" | tr '\n' ' ')
+    check "while polling, the spool holds [$got], want the last archived segment" \
+        test "$got" = "$(segments | tail -n 1) "
+    for i in 1 2 3; do
+        pg_sql main "insert into t select g, md5(g::text) from generate_series($((100000 + i * 1000)), $((100000 + i * 1000 + 999))) g" ||
+            return 1
+        switch_and_wait || return 1
+    done
+    want=$(pg_sql main "$SUM_SQL")
+    check "the standby did not follow the segments archived later" standby_has "$want"
+    got=$(spool_ok "$sp" | tr '\n' ' ')
+    check "after following, the spool holds [$got], want the last archived segment" \
+        test "$got" = "$(segments | tail -n 1) "
+    check "the standby left recovery" test "$(pg_sql_port "$port" 'select pg_is_in_recovery()')" = t
+    pg_stop main || note "cannot stop the primary"
+    as_pg "$PGBIN/pg_ctl" -D "$dir" -w -t 60 promote >/dev/null 2>&1 ||
+        { note "pg_ctl promote failed"; return 1; }
+    check "the promoted standby has other data" test "$(pg_sql_port "$port" "$SUM_SQL")" = "$want"
+    check "the spool is left after the standby was promoted" test ! -e "$sp"
     as_pg "$PGBIN/pg_ctl" -D "$dir" -m fast -w -t 60 stop >/dev/null 2>&1
     return 0
 }
@@ -141,7 +204,8 @@ case_spool_contract() {
         return 1
     check "a spooled segment opened the repository" test "$(opens)" = "$n0"
     check "the spooled segment differs from the archived one" cmp "$out/b" "$out/ref-$s2"
-    check "the spooled file stayed after it was taken" test -z "$(as_pg ls "$sp" | grep "^$s2")"
+    check "the spooled file stayed after it was taken (newer ones are spooled)" \
+        test -z "$(as_pg ls "$sp" | grep "^$s2")"
     # damaged on disk: not handed out, removed, and the repository gives the right bytes
     local f
     f=$(as_pg ls "$sp" | grep "^$s3")
@@ -169,8 +233,26 @@ case_spool_contract() {
     expect_exit 0 cfpg wal-fetch --spool "$sp" 00000009.history "$out/h" || return 1
     check "the history file fetched differs from the one archived" cmp "$out/h" "$PGROOT/00000009.history"
     check "a history file was spooled" test -z "$(as_pg ls -A "$sp" | grep -v '^[0-9A-F]\{24\}\.')"
-    # the end of the archive: fetched, nothing after it spooled, "not archived" not cached
-    expect_exit 0 cfpg wal-fetch --spool "$sp" "$last" "$out/e" || return 1
+    # the end of the archive: fetched, nothing after it spooled but a copy of it (PostgreSQL
+    # reads the last segment twice), which is handed out as a copy and stays spooled;
+    # "not archived" is not cached
+    expect_exit 0 cfpg -v wal-fetch --spool "$sp" "$last" "$out/e" || return 1
+    output_has "kept in the spool" "wal-fetch -v does not say the last segment was kept"
+    check "the last archived segment was not kept in the spool" \
+        test "$(spool_ok "$sp" | tr '\n' ' ')" = "$last "
+    n0=$(opens)
+    local k
+    for k in 1 2; do
+        expect_exit 0 as_pg env -i PATH=/usr/bin:/bin "$COFFER" wal-fetch --spool "$sp" "$last" \
+            "$out/e$k" || return 1
+        check "the kept last segment differs from the archived one ($k)" cmp "$out/e$k" "$out/e"
+    done
+    check "the kept last segment opened the repository" test "$(opens)" = "$n0"
+    check "the kept last segment left the spool" test "$(spool_ok "$sp" | tr '\n' ' ')" = "$last "
+    # the copy handed out is the server's own file: writing into it leaves the spool intact
+    printf 'X' | as_pg dd of="$out/e1" bs=1 seek=100000 conv=notrunc status=none
+    check "writing into a handed-out copy changed the spooled file" \
+        test "$(spool_ok "$sp" | tr '\n' ' ')" = "$last "
     local next
     next=$(python3 -c "import sys; s = sys.argv[1]; n = int(s[8:16], 16) * 256 + int(s[16:], 16) + 1; print('%s%08X%08X' % (s[:8], n // 256, n % 256))" "$last")
     n0=$(opens)
@@ -251,6 +333,7 @@ case_full_spool() {
 
 run_case "22 segments of WAL archived after a base backup" case_workload
 run_case "recovery with a password opens the repository far fewer times than segments replayed" case_recovery_opens_less
+run_case "a standby polls with the newest segment spooled and follows the archive" case_standby_follows
 run_case "spool: hand-out without a credential, damaged files refused, history and missing never spooled" case_spool_contract
 run_case "an unwritable spool: the fetch works, nothing is spooled" case_spool_not_writable
 run_case "killed prefetches leave no partial file under a real name" case_killed_prefetch

@@ -438,10 +438,12 @@ static char *expand_command(const char *cmd, const char *f, const char *path)
     return s;
 }
 
-/* Run restore_command once, as the server will, for the backup's first segment. */
+/* Run restore_command once, as the server will, for the backup's first segment; the
+ * segment it wrote goes into spool_dir (if given), where the server's first call takes it. */
 static int verify_restore_command(const char *dir, const char *cmd, const cf_pg_base_info *in,
-                                  const cf_pg__user *u)
+                                  const cf_pg__user *u, const char *spool_dir, bool *spooled)
 {
+    *spooled = false;
     char *tmp = cf_asprintf("%s/pg_wal/coffer-verify.tmp", dir);
     char *line = tmp ? expand_command(cmd, in->start_wal, tmp) : NULL;
     char **env = cf_pg__env_for(u);
@@ -470,6 +472,11 @@ static int verify_restore_command(const char *dir, const char *cmd, const cf_pg_
         rc = cf_error_set(CF_EGENERIC, 0,
                           "the restore_command succeeded but did not write '%s' (%s)",
                           in->start_wal, tmp);
+    } else if (spool_dir) {
+        /* the file is the server user's (restore_command wrote it): renamed, it stays so */
+        *spooled = mkdir_owned(spool_dir, u) == 0 &&
+                   cf_pg_spool_put(spool_dir, in->start_wal, tmp, true) == 0;
+        cf_error_clear();
     }
     cf_pg__proc_free(&p);
     unlink(tmp);
@@ -793,11 +800,12 @@ int cf_pg_restore(cf_repo *repo, const cf_pg_restore_opts *o, cf_pg_restore_resu
                "wrote the recovery settings to postgresql.auto.conf and %s",
                o->standby ? "standby.signal" : "recovery.signal");
     if (!o->no_verify) {
-        if ((rc = verify_restore_command(dir, cmd, &res.base, &u)))
+        bool spooled = false;
+        if ((rc = verify_restore_command(dir, cmd, &res.base, &u, o->spool_dir, &spooled)))
             goto out;
         cf_pg__msg(o->on_message, o->payload, CF_PG_MSG_DETAIL,
-                   "restore_command works as OS user '%s' (fetched %s)", u.name,
-                   res.base.start_wal);
+                   "restore_command works as OS user '%s' (fetched %s%s)", u.name,
+                   res.base.start_wal, spooled ? ", kept in the prefetch spool" : "");
     }
     if (o->start && (rc = start_and_wait(dir, o, &u, &res)))
         goto out;

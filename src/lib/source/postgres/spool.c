@@ -111,6 +111,44 @@ out:
     return rc;
 }
 
+/* Write data to path (created or truncated, mode 0600). */
+static int write_file(const char *path, const uint8_t *data, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    bool ok = write_all(fd, data, len) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok)
+        unlink(path);
+    return ok ? 0 : -1;
+}
+
+/* Spool a checked segment under dfd: a temporary name, renamed to "<name>.<sha256>" once
+ * complete. 0, or -1 when the spool cannot be written (nothing is left under a real name). */
+static int spool_write(int dfd, const char *name, const uint8_t *data, size_t len)
+{
+    char sum_hex[HASH_HEX + 1], tmp[64], final[128], rnd_hex[13];
+    uint8_t sum[32], rnd[6];
+    cf_sha256(sum, data, len);
+    cf_hex_encode(sum_hex, sum, 32);
+    if (cf_random_bytes(rnd, sizeof(rnd)))
+        return -1;
+    cf_hex_encode(rnd_hex, rnd, sizeof(rnd));
+    snprintf(tmp, sizeof(tmp), SPOOL_TMP_PREFIX "%s-%s", name, rnd_hex);
+    snprintf(final, sizeof(final), "%s.%s", name, sum_hex);
+    int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0)
+        return -1;
+    bool ok = write_all(fd, data, len) == 0;
+    ok = close(fd) == 0 && ok;
+    if (!ok || renameat(dfd, tmp, dfd, final) != 0) {
+        unlinkat(dfd, tmp, 0);
+        return -1;
+    }
+    return 0;
+}
+
 int cf_pg_spool_take(const char *spool_dir, const char *name, const char *dest)
 {
     cf_pg__wal_name w;
@@ -119,6 +157,7 @@ int cf_pg_spool_take(const char *spool_dir, const char *name, const char *dest)
     uint8_t *data = NULL;
     size_t len = 0;
     char ent[256] = "";
+    bool newer = false;
     if (!spool_dir || !name || !dest || cf_pg__wal_parse(&w, name) != CF_PG_WAL_SEGMENT)
         goto out;
     if ((dfd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
@@ -129,14 +168,17 @@ int cf_pg_spool_take(const char *spool_dir, const char *name, const char *dest)
             close(fd2);
         goto out;
     }
+    /* the segment, and whether anything PostgreSQL asks for later is spooled */
     struct dirent *e;
     while ((e = readdir(d))) {
         cf_pg__wal_name sw;
         char seg[25];
-        if (spooled_name(e->d_name, &sw, seg) && strcmp(seg, name) == 0) {
+        if (!spooled_name(e->d_name, &sw, seg))
+            continue;
+        if (strcmp(seg, name) == 0 && !ent[0])
             snprintf(ent, sizeof(ent), "%s", e->d_name);
-            break;
-        }
+        else if (sw.tli > w.tli || (sw.tli == w.tli && seg_key(&sw) > seg_key(&w)))
+            newer = true;
     }
     if (!ent[0])
         goto out;
@@ -153,19 +195,16 @@ int cf_pg_spool_take(const char *spool_dir, const char *name, const char *dest)
         unlinkat(dfd, ent, 0);
         goto out;
     }
-    if (renameat(dfd, ent, AT_FDCWD, dest) != 0) {
-        if (errno != EXDEV)
+    if (!newer) {
+        /* the newest spooled segment: PostgreSQL reads the last segment of the archive once
+         * more at the end of recovery, so it stays spooled and the server gets a copy (its
+         * own file, which it may write into) */
+        if (write_file(dest, data, len) != 0)
             goto out;
+    } else if (renameat(dfd, ent, AT_FDCWD, dest) != 0) {
         /* another file system: write the checked bytes */
-        int fd = open(dest, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
+        if (errno != EXDEV || write_file(dest, data, len) != 0)
             goto out;
-        bool ok = write_all(fd, data, len) == 0;
-        ok = close(fd) == 0 && ok;
-        if (!ok) {
-            unlink(dest);
-            goto out;
-        }
         unlinkat(dfd, ent, 0);
     }
     rc = 0;
@@ -177,6 +216,50 @@ out:
         close(dfd);
     free(data);
     cf_error_clear();
+    return rc;
+}
+
+int cf_pg_spool_put(const char *spool_dir, const char *name, const char *path, bool move)
+{
+    cf_pg__wal_name w;
+    int rc = 0, dfd = -1;
+    uint8_t *data = NULL, sum[32];
+    size_t len = 0;
+    char hex[HASH_HEX + 1], final[128];
+    if (cf_pg__wal_parse(&w, name) != CF_PG_WAL_SEGMENT)
+        return cf_error_set(CF_EINVAL, 0, "'%s' is not a WAL segment name: only segments are "
+                                          "spooled", name);
+    if (mkdir(spool_dir, 0700) != 0 && errno != EEXIST)
+        return cf_error_set(cf_error_from_errno(errno), errno,
+                            "unable to create WAL spool '%s': %s", spool_dir, strerror(errno));
+    if ((dfd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW)) < 0)
+        return cf_error_set(cf_error_from_errno(errno), errno, "unable to open WAL spool '%s': %s",
+                            spool_dir, strerror(errno));
+    errno = 0;
+    if (read_at(AT_FDCWD, path, (size_t)1 << 30, &data, &len) != 0) {
+        rc = cf_error_set(CF_EIO, errno, "unable to read WAL segment '%s'%s%s", path,
+                          errno ? ": " : "", errno ? strerror(errno) : "");
+        goto out;
+    }
+    /* a whole segment (its header gives the size) that names itself */
+    if ((rc = cf_pg__check_segment(&w, name, data, len)))
+        goto out;
+    cf_sha256(sum, data, len);
+    cf_hex_encode(hex, sum, 32);
+    snprintf(final, sizeof(final), "%s.%s", name, hex);
+    if (move && renameat(AT_FDCWD, path, dfd, final) == 0)
+        goto out;
+    if (spool_write(dfd, name, data, len) != 0) {
+        rc = cf_error_set(CF_EIO, errno, "unable to write into WAL spool '%s': %s", spool_dir,
+                          strerror(errno));
+        goto out;
+    }
+    if (move)
+        unlink(path);
+out:
+    if (dfd >= 0)
+        close(dfd);
+    free(data);
     return rc;
 }
 
@@ -194,6 +277,7 @@ typedef struct {
     size_t next;             /* the next candidate to take */
     size_t stop;             /* no candidate at or after this one is started */
     unsigned spooled;
+    bool at_end;             /* the first candidate is not archived */
 } prefetch_job;
 
 /* Fetch, check and spool one segment. 1 when it is not archived, -1 when the spool is not
@@ -202,11 +286,10 @@ typedef struct {
 static int prefetch_one(prefetch_job *j, const char *name)
 {
     cf_pg__wal_name w;
-    char full[256], sum_hex[HASH_HEX + 1], tmp[64], final[128];
-    uint8_t *data = NULL, sum[32];
+    char full[256];
+    uint8_t *data = NULL;
     size_t len = 0;
-    int ret = 0, fd = -1;
-    bool tmp_made = false;
+    int ret = 0;
     if (cf_pg__wal_parse(&w, name) != CF_PG_WAL_SEGMENT ||
         cf_pg__archive_name(full, j->cluster, name))
         goto out;
@@ -218,37 +301,14 @@ static int prefetch_one(prefetch_job *j, const char *name)
     /* only a complete, authenticated segment of the expected size and address is spooled */
     if (rc || len != j->segsize || cf_pg__check_segment(&w, name, data, len))
         goto out;
-    cf_sha256(sum, data, len);
-    cf_hex_encode(sum_hex, sum, 32);
-    uint8_t rnd[6];
-    char rnd_hex[13];
-    if (cf_random_bytes(rnd, sizeof(rnd)))
-        goto out;
-    cf_hex_encode(rnd_hex, rnd, sizeof(rnd));
-    snprintf(tmp, sizeof(tmp), SPOOL_TMP_PREFIX "%s-%s", name, rnd_hex);
-    snprintf(final, sizeof(final), "%s.%s", name, sum_hex);
-    fd = openat(j->dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
+    if (spool_write(j->dfd, name, data, len) != 0) {
         ret = -1;
         goto out;
     }
-    tmp_made = true;
-    bool ok = write_all(fd, data, len) == 0;
-    ok = close(fd) == 0 && ok;
-    fd = -1;
-    if (!ok || renameat(j->dfd, tmp, j->dfd, final) != 0) {
-        ret = -1;
-        goto out;
-    }
-    tmp_made = false;
     pthread_mutex_lock(&j->mu);
     j->spooled++;
     pthread_mutex_unlock(&j->mu);
 out:
-    if (fd >= 0)
-        close(fd);
-    if (tmp_made)
-        unlinkat(j->dfd, tmp, 0);
     free(data);
     cf_error_clear();
     return ret;
@@ -270,6 +330,8 @@ static void *prefetch_worker(void *arg)
             pthread_mutex_lock(&j->mu);
             if (i < j->stop)
                 j->stop = r > 0 ? i : 0;
+            if (r > 0 && i == 0)
+                j->at_end = true;
             pthread_mutex_unlock(&j->mu);
         }
     }
@@ -323,9 +385,12 @@ static bool spool_has(int dfd, const char *seg)
     return found;
 }
 
-static void prefetch(cf_repo *repo, const char *cluster, const cf_pg__wal_name *cur,
-                     uint32_t segsize, const cf_pg_prefetch_opts *o, cf_pg_prefetch_result *res)
+static void prefetch(cf_repo *repo, const char *cluster, const char *name, const char *dest,
+                     const cf_pg__wal_name *cur, uint32_t segsize, const cf_pg_prefetch_opts *o,
+                     cf_pg_prefetch_result *res)
 {
+    uint8_t *data = NULL;
+    size_t len = 0;
     int dfd = -1;
     prefetch_job j;
     memset(&j, 0, sizeof(j));
@@ -340,6 +405,7 @@ static void prefetch(cf_repo *repo, const char *cluster, const cf_pg__wal_name *
         goto out;
     uint64_t bytes = 0, max = o->max_bytes ? o->max_bytes : SPOOL_DEFAULT_BYTES;
     spool_scan(dfd, cur, &bytes);
+    uint64_t held = bytes;
     unsigned count = o->count < SPOOL_MAX_COUNT ? o->count : SPOOL_MAX_COUNT;
     if (!(j.names = calloc(count ? count : 1, sizeof(*j.names))))
         goto out;
@@ -383,8 +449,15 @@ static void prefetch(cf_repo *repo, const char *cluster, const cf_pg__wal_name *
     for (unsigned t = 0; t < started; t++)
         pthread_join(th[t], NULL);
     res->spooled = j.spooled;
-    res->skipped = j.stop == 0 && j.spooled == 0;
+    res->skipped = j.stop == 0 && j.spooled == 0 && !j.at_end;
+    /* nothing after it is archived: PostgreSQL reads this segment once more at the end of
+     * recovery, so a copy of it is spooled as well (cf_pg_spool_take keeps the newest) */
+    if (j.at_end && res->present == 0 && held + segsize <= max &&
+        read_at(AT_FDCWD, dest, segsize, &data, &len) == 0 && len == segsize &&
+        cf_pg__check_segment(cur, name, data, len) == 0 && spool_write(dfd, name, data, len) == 0)
+        res->kept = true;
 out:
+    free(data);
     if (mu_init)
         pthread_mutex_destroy(&j.mu);
     free(j.names);
@@ -404,7 +477,7 @@ int cf_pg_wal_fetch_ahead(cf_repo *repo, const char *cluster, const char *name, 
     if (rc == 0 && opts && opts->spool_dir && opts->count > 0 &&
         cf_pg__wal_parse(&w, name) == CF_PG_WAL_SEGMENT && stat(dest, &st) == 0 &&
         cf_pg__valid_segsize((uint64_t)st.st_size))
-        prefetch(repo, cluster, &w, (uint32_t)st.st_size, opts, &res);
+        prefetch(repo, cluster, name, dest, &w, (uint32_t)st.st_size, opts, &res);
     if (out)
         *out = res;
     return rc;
