@@ -23,11 +23,19 @@ typedef struct {
 } link_rec;
 
 typedef struct fjob {
-    int fd;       /* the created file, written by a worker */
+    int fd;       /* the file, written by a worker; -1: the worker creates it */
     int dirfd;    /* its directory, to remove it on failure */
     cf_node node; /* a copy: the tree it came from is freed before the job runs */
     char *path;   /* for messages */
 } fjob;
+
+/* A restored directory: its metadata (times, mode, owner) is applied once every file in it
+ * exists, since workers create files after the walk has left the directory. */
+typedef struct {
+    char *rel; /* relative to the target root */
+    char *path; /* for messages */
+    cf_node node;
+} dir_meta;
 
 typedef struct {
     cf_repo *r;
@@ -43,7 +51,7 @@ typedef struct {
     int rootfd;
     bool root;
     cf_buf blob;
-    cf_pack_window win; /* read-ahead for files filled without workers */
+    cf_pack_window win; /* read-ahead over packs, shared by the workers */
     link_rec *links;
     size_t nlinks, links_cap;
     cf_progress prog;
@@ -51,6 +59,8 @@ typedef struct {
     int fatal;
     uint64_t damaged; /* files not restored because repository data is damaged or missing */
     uint64_t unverified; /* files that did not read back as written */
+    dir_meta *dirs;      /* directories whose metadata is applied at the end */
+    size_t ndirs, dirs_cap;
 } rctx;
 
 static void rreport(rctx *c, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -245,6 +255,16 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
 {
     const cf_node *n = &j->node;
     const char *path = j->path;
+    if (j->fd < 0) {
+        /* created here rather than by the walk: creating files is much of a restore's system
+         * time, and this way the workers share it */
+        j->fd = openat(j->dirfd, n->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                       0600);
+        if (j->fd < 0) {
+            rreport(c, path, "unable to create: %s", strerror(errno));
+            return;
+        }
+    }
     int fd = j->fd;
     uint64_t off = 0;
     bool failed = false;
@@ -356,8 +376,6 @@ static void *restore_worker(void *arg)
     rctx *c = arg;
     cf_buf blob;
     cf_buf_init(&blob, 0);
-    cf_pack_window win; /* this worker's read-ahead over packs */
-    cf_pack_window_init(&win);
     for (;;) {
         pthread_mutex_lock(&c->mu);
         while (!c->stop && c->qcount == 0)
@@ -374,10 +392,12 @@ static void *restore_worker(void *arg)
         pthread_cond_signal(&c->not_full);
         pthread_mutex_unlock(&c->mu);
         if (skip) {
-            close(j.fd);
-            unlinkat(j.dirfd, j.node.name, 0);
+            if (j.fd >= 0) {
+                close(j.fd);
+                unlinkat(j.dirfd, j.node.name, 0);
+            }
         } else {
-            fill_file(c, &blob, &win, &j);
+            fill_file(c, &blob, &c->win, &j);
         }
         job_free(&j);
         pthread_mutex_lock(&c->mu);
@@ -387,7 +407,6 @@ static void *restore_worker(void *arg)
         pthread_mutex_unlock(&c->mu);
     }
     cf_buf_free(&blob);
-    cf_pack_window_free(&win);
     return NULL;
 }
 
@@ -400,8 +419,10 @@ static int submit_file(rctx *c, int fd, int dirfd, const cf_node *n, const char 
     j.dirfd = dup(dirfd);
     j.path = cf_strdup(path);
     if (j.dirfd < 0 || !j.path || cf_node__copy(&j.node, n)) {
-        close(fd);
-        unlinkat(dirfd, n->name, 0);
+        if (fd >= 0) {
+            close(fd);
+            unlinkat(dirfd, n->name, 0);
+        }
         job_free(&j);
         return cf_error_set(CF_ENOMEM, errno, "unable to queue '%s'", path);
     }
@@ -438,6 +459,8 @@ static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, c
             }
         }
     }
+    if (n->nlink <= 1)
+        return submit_file(c, -1, dirfd, n, path); /* the worker creates it */
     int fd = openat(dirfd, n->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         rreport(c, path, "unable to create: %s", strerror(errno));
@@ -540,6 +563,50 @@ static void restore_special(rctx *c, int dirfd, const cf_node *n, const char *pa
     pthread_mutex_unlock(&c->mu);
 }
 
+static int defer_dir_meta(rctx *c, const char *rel, const char *path, const cf_node *n)
+{
+    if (c->ndirs == c->dirs_cap) {
+        size_t ncap = c->dirs_cap ? c->dirs_cap * 2 : 64;
+        dir_meta *p = cf_realloc(c->dirs, ncap * sizeof(*p));
+        if (!p)
+            return CF_ENOMEM;
+        c->dirs = p;
+        c->dirs_cap = ncap;
+    }
+    dir_meta *d = &c->dirs[c->ndirs];
+    memset(d, 0, sizeof(*d));
+    if (!(d->rel = cf_strdup(rel)) || !(d->path = cf_strdup(path)) || cf_node__copy(&d->node, n)) {
+        free(d->rel);
+        free(d->path);
+        return cf_error_set(CF_ENOMEM, 0, "out of memory remembering directory '%s'", path);
+    }
+    c->ndirs++;
+    return 0;
+}
+
+/* Apply the metadata of the restored directories, once the workers have stopped. They were
+ * recorded after their content, so each directory comes after everything inside it (a mode
+ * without write or search permission takes effect last). */
+static void apply_dir_metas(rctx *c)
+{
+    for (size_t i = 0; i < c->ndirs; i++) {
+        dir_meta *d = &c->dirs[i];
+        int fd = openat(c->rootfd, d->rel, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            rreport(c, d->path, "unable to open directory: %s", strerror(errno));
+        } else {
+            apply_meta_fd(c, fd, &d->node, d->path);
+            close(fd);
+        }
+        free(d->rel);
+        free(d->path);
+        cf_node__free(&d->node);
+    }
+    free(c->dirs);
+    c->dirs = NULL;
+    c->ndirs = c->dirs_cap = 0;
+}
+
 /* Restore the children of tree id into dirfd. rel: path of dirfd relative to the target root
  * ("" at the root); spath: the snapshot path of the tree ("" for the root). Returns the number
  * of entries restored through *out_count. */
@@ -586,7 +653,10 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
             /* with includes, a selected directory restores all of its content */
             rc = restore_tree(c, fd, rp, sp, &n->subtree, sel, &inner);
             if (rc == 0 && (inner > 0 || sel)) {
-                apply_meta_fd(c, fd, n, sp);
+                if ((rc = defer_dir_meta(c, rp, sp, n))) {
+                    close(fd);
+                    goto next;
+                }
                 pthread_mutex_lock(&c->mu);
                 c->st.dirs++;
                 pthread_mutex_unlock(&c->mu);
@@ -735,7 +805,6 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     c.root = geteuid() == 0;
     c.prog.bytes_total = snap->stats.bytes_total;
     cf_buf_init(&c.blob, 0);
-    cf_pack_window_init(&c.win);
     int rc = find_node(&top, repo, snap, o->subpath ? o->subpath : "/");
     if (rc)
         goto out;
@@ -749,6 +818,8 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
         long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
         threads = ncpu > 1 ? (unsigned)ncpu : 2;
     }
+    /* a few chunks per worker: files interleave over the packs backup wrote in parallel */
+    cf_pack_window_init(&c.win, 4 + 2 * threads);
     if ((rc = start_workers(&c, threads)))
         goto out;
     if (top.type == CF_NODE_DIR) {
@@ -760,6 +831,7 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
         restore_special(&c, c.rootfd, &top, o->subpath);
     }
     stop_workers(&c);
+    apply_dir_metas(&c);
     if (rc == 0 && c.fatal)
         rc = c.fatal;
     if (rc == 0 && c.unverified && !c.damaged)
@@ -777,6 +849,8 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
                           (unsigned long long)c.st.errors, snap->id);
 out:
     stop_workers(&c);
+    if (c.rootfd >= 0)
+        apply_dir_metas(&c);
     cf_repo_unlock(repo);
     c.st.seconds = cf_mono_seconds() - t0;
     if (out_stats)

@@ -1,9 +1,12 @@
 /*
  * cache.c - a local cache of immutable metadata objects (index files, snapshot documents) of
  * remote repositories, under $COFFER_CACHE_DIR or ~/.cache/coffer/<repository id>/, so that
- * listing snapshots and starting a backup do not download them again. Objects are stored as
- * they are in the repository (sealed) and named by their hash, which is checked on every
- * read: a damaged cache entry is ignored and replaced. Safe to delete at any time.
+ * listing snapshots and starting a backup do not download them again, and of tree packs
+ * ("packs/"), so that a backup reads its parent's trees and a restore walks a snapshot
+ * without a request per directory. Objects are stored as they are in the repository (sealed)
+ * and named by their hash, which is checked on every read: a damaged cache entry is ignored
+ * and replaced. What a repository holds is always learnt by listing it; the cache only
+ * saves downloading what a listing names. Safe to delete at any time.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -15,15 +18,19 @@
 
 #include "repo/repo.h"
 
+bool cf_repo__remote(const cf_repo *r)
+{
+    const char *scheme = cf_storage_scheme(r->st);
+    return strcmp(scheme, "local") != 0 && strcmp(scheme, "mem") != 0;
+}
+
 /* The cache directory for this repository, or false when caching is off (local storage, no
  * home, COFFER_NO_CACHE set). */
 static bool cache_dir(const cf_repo *r, char out[4096])
 {
     /* local (and in-process) repositories are their own cache; check bypasses the cache so
      * that it sees what storage holds */
-    const char *scheme = cf_storage_scheme(r->st);
-    if (r->cache_off || getenv("COFFER_NO_CACHE") || strcmp(scheme, "local") == 0 ||
-        strcmp(scheme, "mem") == 0)
+    if (r->cache_off || getenv("COFFER_NO_CACHE") || !cf_repo__remote(r))
         return false;
     const char *base = getenv("COFFER_CACHE_DIR");
     char home_cache[4096];
@@ -144,4 +151,22 @@ void cf_cache__prune(const cf_repo *r, const char *dir, bool (*exists)(const cha
         }
     }
     closedir(d);
+}
+
+static bool pack_listed(const char *name, void *payload)
+{
+    const cf_repo *r = payload;
+    cf_id id;
+    if (cf_hex_decode(id.b, 32, name) != 0)
+        return true; /* not a pack name: leave it */
+    return cf_index__has_pack(&r->index, &id);
+}
+
+void cf_cache__prune_packs(cf_repo *r)
+{
+    pthread_mutex_lock(&r->mu);
+    /* an index with damaged or unreadable files does not list every pack */
+    if (r->nwarnings == 0 && !r->index_unloaded)
+        cf_cache__prune(r, "packs", pack_listed, r);
+    pthread_mutex_unlock(&r->mu);
 }

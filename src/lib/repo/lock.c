@@ -181,8 +181,11 @@ int cf_repo_lock(cf_repo *r, cf_lock_mode mode)
     if ((rc = cf_repo__refresh_index(r))) {
         cf_storage_remove(r->st, r->lock_name);
         r->lock_name[0] = '\0';
+        return rc;
     }
-    return rc;
+    /* tree packs a prune removed need not stay in the local cache */
+    cf_cache__prune_packs(r);
+    return 0;
 }
 
 int cf_repo__refresh_lock(cf_repo *r)

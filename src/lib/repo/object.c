@@ -165,6 +165,9 @@ int cf_repo__put_object(cf_repo *r, const char *dir, uint8_t type, const void *p
     snprintf(path, sizeof(path), "%s/%s", dir, hex);
     if ((rc = cf_storage_put(r->st, path, sealed.data, sealed.len, 0)))
         goto out;
+    /* what this host writes it need not download again (cf_repo__get_object) */
+    if (strcmp(dir, "index") == 0 || strcmp(dir, "snapshots") == 0)
+        cf_cache__put(r, dir, hex, sealed.data, sealed.len);
     pthread_mutex_lock(&r->mu);
     r->bytes_written += sealed.len;
     pthread_mutex_unlock(&r->mu);

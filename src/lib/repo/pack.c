@@ -177,6 +177,12 @@ static int writer_start(cf_pack_writer *w, const cf_repo *r)
 
 /* Seal the header and store the pack (no lock held), then register it and point its blobs'
  * index entries at it. */
+/* Whether tree blobs are read a whole pack at a time (CF_TREE_PACK_SLOTS). */
+static bool tree_packs_whole(const cf_repo *r)
+{
+    return cf_repo__remote(r) && r->cfg.pack_size <= CF_TREE_PACK_WHOLE_MAX;
+}
+
 int cf_pack__writer_finish(cf_repo *r, cf_pack_writer *w)
 {
     int rc = 0;
@@ -254,6 +260,13 @@ int cf_pack__writer_finish(cf_repo *r, cf_pack_writer *w)
         if ((rc = cf_storage_put(r->st, path, w->buf.data, w->buf.len, 0))) {
             w->buf.len = before;
             goto out;
+        }
+        /* a tree pack is what the next backup and a restore read first: keep it locally */
+        if (w->header.len >= PACK_ENTRY && w->header.data[0] == CF_BLOB_TREE &&
+            tree_packs_whole(r)) {
+            char hex[65];
+            cf_hex_encode(hex, pid.b, 32);
+            cf_cache__put(r, "packs", hex, w->buf.data, w->buf.len);
         }
     }
 stored:
@@ -595,45 +608,123 @@ int cf_repo__pack_generation(cf_repo *r, const cf_id *pack, uint32_t *out)
     return rc;
 }
 
-void cf_pack_window_init(cf_pack_window *w)
+void cf_pack_window_init(cf_pack_window *w, unsigned nslots)
 {
     memset(w, 0, sizeof(*w));
-    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++)
-        cf_buf_init(&w->slot[i].buf, 0);
+    pthread_mutex_init(&w->mu, NULL);
+    pthread_cond_init(&w->cv, NULL);
+    w->nslots = nslots < 2 ? 2 : nslots > CF_PACK_WINDOW_SLOTS_MAX ? CF_PACK_WINDOW_SLOTS_MAX : nslots;
 }
 
 void cf_pack_window_free(cf_pack_window *w)
 {
-    if (!w)
+    if (!w || !w->nslots)
         return;
-    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++) {
-        cf_buf_free(&w->slot[i].buf);
+    for (unsigned i = 0; i < w->nslots; i++) {
+        free(w->slot[i].data);
+        w->slot[i].data = NULL;
         w->slot[i].valid = false;
     }
+    w->nslots = 0;
+    pthread_mutex_destroy(&w->mu);
+    pthread_cond_destroy(&w->cv);
 }
 
 /* The size of a pack, remembered in the window. */
 static int window_pack_size(cf_pack_window *w, cf_repo *r, const cf_id *pack, const char *path,
                             uint64_t *out)
 {
+    pthread_mutex_lock(&w->mu);
     for (unsigned i = 0; i < CF_PACK_WINDOW_SIZES; i++) {
         if (w->sizes[i].known && cf_id_eq(&w->sizes[i].pack, pack)) {
             *out = w->sizes[i].size;
+            pthread_mutex_unlock(&w->mu);
             return 0;
         }
     }
+    pthread_mutex_unlock(&w->mu);
     int rc = cf_storage_stat(r->st, path, out);
     if (rc)
         return rc;
+    pthread_mutex_lock(&w->mu);
     unsigned k = w->next_size++ % CF_PACK_WINDOW_SIZES;
     w->sizes[k].pack = *pack;
     w->sizes[k].size = *out;
     w->sizes[k].known = true;
+    pthread_mutex_unlock(&w->mu);
     return 0;
 }
 
-/* The sealed bytes [off, off + len) of a pack: from the window when it holds them, else by
- * moving the window there (or, without a window, by a plain ranged get into *owned). */
+/* Copy n bytes at pos of the chunk of pack starting at start (span bytes long, aligned to
+ * CF_PACK_WINDOW) into dst: from the window, after waiting for another thread that is
+ * downloading it, or by downloading it into the least recently used slot. */
+static int chunk_copy(cf_pack_window *w, cf_repo *r, const cf_id *pack, const char *path,
+                      uint64_t start, uint64_t span, uint64_t pos, uint64_t n, uint8_t *dst)
+{
+    int rc = 0;
+    cf_pack_window_slot *sl = NULL;
+    pthread_mutex_lock(&w->mu);
+    for (;;) {
+        int hit = -1, victim = -1;
+        for (unsigned i = 0; i < w->nslots; i++) {
+            cf_pack_window_slot *s = &w->slot[i];
+            if ((s->valid || s->loading) && s->off == start && cf_id_eq(&s->pack, pack)) {
+                hit = (int)i;
+                break;
+            }
+            if (s->loading)
+                continue;
+            if (victim < 0 || (!s->valid && w->slot[victim].valid) ||
+                (s->valid == w->slot[victim].valid && s->used < w->slot[victim].used))
+                victim = (int)i;
+        }
+        if (hit >= 0 && w->slot[hit].valid) {
+            sl = &w->slot[hit];
+            sl->used = ++w->tick;
+            memcpy(dst, sl->data + (pos - start), (size_t)n);
+            pthread_mutex_unlock(&w->mu);
+            return 0;
+        }
+        if (hit < 0 && victim >= 0) {
+            sl = &w->slot[victim];
+            break;
+        }
+        /* the chunk is on its way, or every slot is being loaded */
+        pthread_cond_wait(&w->cv, &w->mu);
+    }
+    free(sl->data);
+    sl->data = NULL;
+    sl->valid = false;
+    sl->loading = true;
+    sl->pack = *pack;
+    sl->off = start;
+    sl->span = span;
+    sl->used = ++w->tick;
+    pthread_mutex_unlock(&w->mu);
+
+    uint8_t *data = NULL;
+    size_t got = 0;
+    rc = cf_storage_get(r->st, path, start, span, &data, &got);
+    if (rc == 0 && got != span)
+        rc = cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: short read", path);
+
+    pthread_mutex_lock(&w->mu);
+    sl->loading = false;
+    if (rc == 0) {
+        memcpy(dst, data + (pos - start), (size_t)n);
+        sl->data = data;
+        sl->valid = true;
+        data = NULL;
+    }
+    pthread_cond_broadcast(&w->cv);
+    pthread_mutex_unlock(&w->mu);
+    free(data);
+    return rc;
+}
+
+/* The sealed bytes [off, off + len) of a pack, copied into *owned: from the chunks of the
+ * window that hold them (reading those missing), or, without a window, by a plain ranged
+ * get. */
 static int window_get(cf_pack_window *w, cf_repo *r, const cf_id *pack, const char *path,
                       uint64_t off, uint64_t len, const uint8_t **out, uint8_t **owned)
 {
@@ -650,25 +741,6 @@ static int window_get(cf_pack_window *w, cf_repo *r, const cf_id *pack, const ch
         *out = *owned;
         return rc;
     }
-    unsigned victim = 0;
-    w->tick++;
-    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++) {
-        cf_pack_window_slot *sl = &w->slot[i];
-        if (sl->valid && cf_id_eq(&sl->pack, pack) && off >= sl->off &&
-            off - sl->off <= sl->buf.len && len <= sl->buf.len - (off - sl->off)) {
-            sl->used = w->tick;
-            *out = sl->buf.data + (off - sl->off);
-            return 0;
-        }
-        if (!sl->valid || (w->slot[victim].valid && sl->used < w->slot[victim].used))
-            victim = i;
-    }
-    /* a slot already on this pack is moved forward rather than another one evicted */
-    for (unsigned i = 0; i < CF_PACK_WINDOW_SLOTS; i++)
-        if (w->slot[i].valid && cf_id_eq(&w->slot[i].pack, pack))
-            victim = i;
-    cf_pack_window_slot *sl = &w->slot[victim];
-    sl->valid = false;
     uint64_t size = 0;
     int rc = window_pack_size(w, r, pack, path, &size);
     if (rc)
@@ -678,33 +750,119 @@ static int window_get(cf_pack_window *w, cf_repo *r, const cf_id *pack, const ch
                             "pack '%s' is damaged: a blob at %llu+%llu lies beyond its %llu bytes",
                             path, (unsigned long long)off, (unsigned long long)len,
                             (unsigned long long)size);
-    uint64_t want = len > CF_PACK_WINDOW ? len : CF_PACK_WINDOW;
-    if (want > size - off)
-        want = size - off;
-    uint8_t *data = NULL;
-    size_t n = 0;
-    if ((rc = cf_storage_get(r->st, path, off, want, &data, &n)))
-        return rc;
-    if (n < len) {
-        free(data);
-        return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: short read", path);
-    }
-    cf_buf_reset(&sl->buf);
-    rc = cf_buf_append(&sl->buf, data, n);
-    free(data);
-    if (rc)
+    uint8_t *buf = cf_malloc(len ? (size_t)len : 1);
+    if (!buf)
         return CF_ENOMEM;
-    sl->pack = *pack;
-    sl->off = off;
-    sl->used = w->tick;
-    sl->valid = true;
-    *out = sl->buf.data;
+    /* aligned chunks: threads reading near each other ask for the same ones, and a blob
+     * across a boundary is put together from two */
+    for (uint64_t pos = off; rc == 0 && pos < off + len;) {
+        uint64_t start = pos - pos % CF_PACK_WINDOW;
+        uint64_t span = size - start < CF_PACK_WINDOW ? size - start : CF_PACK_WINDOW;
+        uint64_t n = start + span - pos;
+        if (n > off + len - pos)
+            n = off + len - pos;
+        rc = chunk_copy(w, r, pack, path, start, span, pos, n, buf + (pos - off));
+        pos += n;
+    }
+    if (rc) {
+        free(buf);
+        return rc;
+    }
+    *out = *owned = buf;
     return 0;
 }
 
 int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type)
 {
     return cf_repo__read_blob_window(out, r, id, type, NULL);
+}
+
+/* Copy the prefix and the sealed bytes [off, off + len) out of a whole pack in memory. */
+static int whole_pack_slice(const uint8_t *data, size_t n, uint64_t off, uint64_t len,
+                            const char *path, uint8_t prefix[CF_PACK_PREFIX_MAX], uint8_t **owned)
+{
+    if (n < CF_PACK_PREFIX || memcmp(data, PACK_MAGIC, 4) != 0 || data[4] != 1)
+        return cf_error_set(CF_ECORRUPT, 0, "pack '%s' is damaged: bad prefix", path);
+    if (off > n || len > n - off || len == 0)
+        return cf_error_set(CF_ECORRUPT, 0,
+                            "pack '%s' is damaged: a blob at %llu+%llu lies beyond its %zu bytes",
+                            path, (unsigned long long)off, (unsigned long long)len, n);
+    memset(prefix, 0, CF_PACK_PREFIX_MAX);
+    memcpy(prefix, data, CF_PACK_PREFIX);
+    if (cf_pack__prefix_len(prefix) > CF_PACK_PREFIX)
+        memcpy(prefix, data, n < CF_PACK_PREFIX_MAX ? n : CF_PACK_PREFIX_MAX);
+    if (!(*owned = cf_malloc((size_t)len)))
+        return CF_ENOMEM;
+    memcpy(*owned, data + off, (size_t)len);
+    return 0;
+}
+
+/*
+ * A tree blob's sealed bytes and its pack's prefix, from a whole tree pack: held in memory,
+ * else read from the local cache, else downloaded whole (and then cached). A backup reads
+ * every tree of its parent snapshot and a restore every tree of the snapshot, one directory
+ * at a time: one request per pack instead of one per directory, and none once cached. The
+ * pack's content is checked against its name before it is cached; each blob is still
+ * authenticated by the caller.
+ */
+static int tree_pack_read(cf_repo *r, const cf_id *pack, const char *path, uint64_t off,
+                          uint64_t len, uint8_t prefix[CF_PACK_PREFIX_MAX], uint8_t **owned)
+{
+    int rc = 0;
+    uint8_t *data = NULL;
+    size_t n = 0;
+    *owned = NULL;
+    pthread_mutex_lock(&r->mu);
+    for (unsigned i = 0; i < CF_TREE_PACK_SLOTS; i++) {
+        if (r->tree_packs[i].data && cf_id_eq(&r->tree_packs[i].pack, pack)) {
+            r->tree_packs[i].used = ++r->tree_pack_tick;
+            rc = whole_pack_slice(r->tree_packs[i].data, r->tree_packs[i].len, off, len, path,
+                                  prefix, owned);
+            pthread_mutex_unlock(&r->mu);
+            return rc;
+        }
+    }
+    pthread_mutex_unlock(&r->mu);
+    char hex[65];
+    cf_hex_encode(hex, pack->b, 32);
+    if (!cf_cache__get(r, "packs", hex, &data, &n)) {
+        if ((rc = cf_storage_get(r->st, path, 0, 0, &data, &n)))
+            return rc;
+        uint8_t h[32];
+        cf_sha256(h, data, n);
+        if (memcmp(h, pack->b, 32) == 0)
+            cf_cache__put(r, "packs", hex, data, n);
+    }
+    pthread_mutex_lock(&r->mu);
+    rc = whole_pack_slice(data, n, off, len, path, prefix, owned);
+    unsigned victim = 0;
+    bool held = false;
+    for (unsigned i = 0; i < CF_TREE_PACK_SLOTS; i++) {
+        if (r->tree_packs[i].data && cf_id_eq(&r->tree_packs[i].pack, pack))
+            held = true; /* another thread read it meanwhile */
+        if (!r->tree_packs[i].data ||
+            (r->tree_packs[victim].data && r->tree_packs[i].used < r->tree_packs[victim].used))
+            victim = i;
+    }
+    if (rc == 0 && !held) {
+        free(r->tree_packs[victim].data);
+        r->tree_packs[victim].pack = *pack;
+        r->tree_packs[victim].data = data;
+        r->tree_packs[victim].len = n;
+        r->tree_packs[victim].used = ++r->tree_pack_tick;
+        data = NULL;
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(data);
+    return rc;
+}
+
+void cf_repo__free_tree_packs(cf_repo *r)
+{
+    for (unsigned i = 0; i < CF_TREE_PACK_SLOTS; i++) {
+        free(r->tree_packs[i].data);
+        r->tree_packs[i].data = NULL;
+    }
 }
 
 int cf_repo__read_blob_window(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type,
@@ -734,9 +892,15 @@ int cf_repo__read_blob_window(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t 
     uint8_t prefix[CF_PACK_PREFIX_MAX];
     uint8_t *owned = NULL;
     const uint8_t *sealed = NULL;
-    int rc = pack_prefix(r, e.pack, path, prefix);
-    if (rc == 0)
-        rc = window_get(w, r, &pack, path, e.offset, e.length, &sealed, &owned);
+    int rc;
+    if (type == CF_BLOB_TREE && !w && tree_packs_whole(r)) {
+        rc = tree_pack_read(r, &pack, path, e.offset, e.length, prefix, &owned);
+        sealed = owned;
+    } else {
+        rc = pack_prefix(r, e.pack, path, prefix);
+        if (rc == 0)
+            rc = window_get(w, r, &pack, path, e.offset, e.length, &sealed, &owned);
+    }
     if (rc == 0) {
         cf_pack_entry pe = {e.id, e.type, e.comp, e.offset, e.length, e.raw_len};
         size_t before = out->len;

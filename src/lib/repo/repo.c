@@ -343,6 +343,7 @@ void cf_repo_close(cf_repo *r)
     for (size_t i = 0; i < r->nwarnings; i++)
         free(r->warnings[i]);
     free(r->warnings);
+    cf_repo__free_tree_packs(r);
     cf_storage_close(r->st);
     cf_wipe(&r->mk, sizeof(r->mk));
     pthread_mutex_destroy(&r->mu);

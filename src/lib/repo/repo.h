@@ -19,6 +19,12 @@
 #define CF_FORMAT_VERSION 1
 #define CF_PACK_PREFIX 28 /* "CFPK", version, 3 reserved, generation u32, salt 16 */
 #define CF_PACK_SIZE_DEFAULT (16u * 1024u * 1024u)
+/* Tree blobs of remote repositories are read a whole pack at a time (trees are packed apart
+ * from data, so a tree pack holds the trees of one backup, about 30 bytes a file): this many
+ * packs stay in memory, and packs are kept in the local cache (cache.c) under "packs/". Only
+ * when the repository's pack size is at most CF_TREE_PACK_WHOLE_MAX. */
+#define CF_TREE_PACK_SLOTS 4
+#define CF_TREE_PACK_WHOLE_MAX ((uint64_t)64 << 20)
 #define CF_PACK_SIZE_MAX (512u * 1024u * 1024u)
 #define CF_KDF_LOG_N_DEFAULT 15
 #define CF_LOCK_STALE_SECONDS (30 * 60)
@@ -288,6 +294,15 @@ struct cf_repo {
     char spool[4096];        /* where packs are built ("" : in memory) */
     uint8_t (*salts)[CF_PACK_PREFIX_MAX + 1]; size_t nsalts; /* pack prefixes by pack number;
                                                                  [CF_PACK_PREFIX_MAX] = known */
+    /* whole tree packs of remote storage held in memory (guarded by mu), see
+     * cf_repo__read_blob_window */
+    struct {
+        cf_id pack;
+        uint8_t *data; /* NULL: free slot */
+        size_t len;
+        uint64_t used;
+    } tree_packs[CF_TREE_PACK_SLOTS];
+    uint64_t tree_pack_tick;
 };
 
 /* Sealed objects: index, snapshot, lock documents. */
@@ -326,25 +341,32 @@ uint64_t cf_pipeline__added(cf_repo *r);
 int cf_repo__read_blob(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type);
 
 /*
- * A read-ahead window over one pack, owned by one thread (restore keeps one per worker). On
- * remote storage every request costs a round trip, and restore reads the blobs of a pack in
- * about the order they were written: reading CF_PACK_WINDOW bytes from a blob's offset
- * (clipped to the pack's size) serves the blobs that follow from memory, one request per
- * window instead of one per blob. Blobs are still authenticated one by one.
+ * A read-ahead window over packs, shared by the threads of one restore. On remote storage
+ * every request costs a round trip, and restore reads the blobs of a pack in about the order
+ * they were written: reading the CF_PACK_WINDOW-aligned chunk of a pack that holds a blob
+ * (stretched to the blob's end, clipped to the pack) serves the blobs that follow from
+ * memory, one request per chunk instead of one per blob. Backup fills one pack per pipeline
+ * worker at a time, so consecutive files interleave over a few packs and restore workers
+ * read the same chunks: a chunk one thread is downloading is waited for by the others, not
+ * downloaded again. Blobs are copied out and still authenticated one by one.
  */
 #define CF_PACK_WINDOW ((size_t)4 << 20)
-#define CF_PACK_WINDOW_SLOTS 4 /* backup fills one pack per pipeline worker at a time, so
-                                * consecutive files interleave over a few packs */
-#define CF_PACK_WINDOW_SIZES 8
+#define CF_PACK_WINDOW_SLOTS_MAX 64
+#define CF_PACK_WINDOW_SIZES 16
 typedef struct {
-    bool valid;
+    bool valid;    /* data holds the chunk */
+    bool loading;  /* a thread is downloading it */
     cf_id pack;    /* the pack this slot holds bytes of */
     uint64_t off;  /* where they start */
+    uint64_t span; /* how many */
     uint64_t used; /* last use (tick), for replacement */
-    cf_buf buf;
+    uint8_t *data;
 } cf_pack_window_slot;
 typedef struct {
-    cf_pack_window_slot slot[CF_PACK_WINDOW_SLOTS];
+    pthread_mutex_t mu; /* guards everything below */
+    pthread_cond_t cv;  /* a slot finished loading */
+    unsigned nslots;
+    cf_pack_window_slot slot[CF_PACK_WINDOW_SLOTS_MAX];
     uint64_t tick;
     struct {
         cf_id pack;
@@ -354,7 +376,8 @@ typedef struct {
     unsigned next_size;
 } cf_pack_window;
 
-void cf_pack_window_init(cf_pack_window *w);
+/* A window holding up to nslots chunks (2..CF_PACK_WINDOW_SLOTS_MAX, clamped). */
+void cf_pack_window_init(cf_pack_window *w, unsigned nslots);
 void cf_pack_window_free(cf_pack_window *w);
 /* cf_repo__read_blob through the window w (NULL: a plain read). */
 int cf_repo__read_blob_window(cf_buf *out, cf_repo *r, const cf_id *id, uint8_t type,
@@ -421,6 +444,12 @@ bool cf_cache__get(const cf_repo *r, const char *dir, const char *name, uint8_t 
                    size_t *len);
 void cf_cache__put(const cf_repo *r, const char *dir, const char *name, const uint8_t *data,
                    size_t len);
+/* Forget cached tree packs the index no longer lists (after the index was loaded whole). */
+void cf_cache__prune_packs(cf_repo *r);
+/* Release the tree packs held in memory. */
+void cf_repo__free_tree_packs(cf_repo *r);
+/* True when the repository's storage is remote (not local, not mem). */
+bool cf_repo__remote(const cf_repo *r);
 void cf_cache__prune(const cf_repo *r, const char *dir,
                      bool (*exists)(const char *name, void *payload), void *payload);
 

@@ -229,6 +229,46 @@ s = [x for x in json.load(open(sys.argv[1])) if sys.argv[2] in x.get("paths", []
 print(sorted(s, key=lambda x: x["time"])[-1]["id"])' "$(_sc_dir)/logs/$1.out" "$(_sc_dir)/src"
 }
 
+# The cache also holds tree packs, named by their hash, which is checked on every read: a
+# damaged one is ignored and replaced. What is in the repository is learnt by listing it, so
+# a second host (its own cache) and the first see each other's snapshots and trees.
+sc_cache_trees() {
+    local d f n good=0 id
+    d=$(_sc_dir)
+    n=$(find "$d/cache" -path '*/packs/*' -type f | wc -l)
+    ((n >= 1)) || { echo "no tree pack in the cache"; return 1; }
+    while IFS= read -r f; do
+        printf 'damaged' | dd of="$f" bs=1 seek=100 conv=notrunc status=none
+    done < <(find "$d/cache" -path '*/packs/*' -type f)
+    rm -rf "$d/r-trees"
+    sc_ok trees-restore -r "$SC_REPO" restore latest --verify --target "$d/r-trees" || return 1
+    # the packs that restore read were fetched again (others may still be damaged: they are
+    # checked whenever they are read)
+    while IFS= read -r f; do
+        [[ "$(sha256sum "$f" | cut -c1-64)" == "$(basename "$f")" ]] && good=$((good + 1))
+    done < <(find "$d/cache" -path '*/packs/*' -type f)
+    ((good >= 1)) || { echo "no damaged tree pack was replaced in the cache"; return 1; }
+    # another host, with a cache of its own, adds a snapshot
+    mkdir -p "$d/other"
+    echo "from the other host" >"$d/other/b.txt"
+    SC_CACHE="$d/cache-other" sc_ok other-backup -r "$SC_REPO" backup --host other "$d/other" ||
+        return 1
+    id=$(sc_ok other-snaps -r "$SC_REPO" --json snapshots && python3 -c '
+import json, sys
+s = [x for x in json.load(open(sys.argv[1])) if x.get("hostname", x.get("host")) == "other"]
+print(s[0]["id"] if len(s) == 1 else "")' "$d/logs/other-snaps.out") || return 1
+    [[ -n "$id" ]] || { echo "the first host's cache does not see the other host's snapshot"; sc_show other-snaps; return 1; }
+    rm -rf "$d/r-other"
+    sc_ok other-restore -r "$SC_REPO" restore "$id" --verify --target "$d/r-other" || return 1
+    cmp -s "$d/other/b.txt" "$d/r-other$d/other/b.txt" ||
+        { echo "the other host's file was not restored"; return 1; }
+    # and the other host sees the first host's snapshots
+    id=$(sc_tree_id ids) || return 1
+    SC_CACHE="$d/cache-other" sc_ok other-restore2 -r "$SC_REPO" restore "$id" --verify \
+        --target "$d/r-other2" || return 1
+    sc_same_tree "$d/src" "$d/r-other2$d/src"
+}
+
 sc_cache_deleted() {
     local d home id
     d=$(_sc_dir)
@@ -280,7 +320,8 @@ sc_scan() {
 sc_no_leak() {
     local d
     d=$(_sc_dir)
-    sc_scan "scenario outputs, cache and temporary files" "$d/logs" "$d/cache" "$d/tmp" "$d/home"
+    sc_scan "scenario outputs, cache and temporary files" "$d/logs" "$d/cache" "$d/cache-other" \
+        "$d/tmp" "$d/home"
 }
 
 # sc_scenario RUNNER: every step, in order, each as one case of RUNNER.
@@ -293,6 +334,7 @@ sc_scenario() {
     $run "e2e: check --read-data" sc_check_data
     $run "e2e: forget --keep-last 1 --prune, then restore --verify and check --read-data" sc_forget_prune
     $run "e2e: second writer: prune refused (exit 13) next to a live backup, backup admitted" sc_second_writer
+    $run "e2e: damaged cached tree packs replaced; two hosts with their own caches see each other" sc_cache_trees
     $run "e2e: metadata cache deleted (COFFER_CACHE_DIR and ~/.cache/coffer): all still works" sc_cache_deleted
     $run "e2e: no credential in any output, cache or temporary file" sc_no_leak
 }
