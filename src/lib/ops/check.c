@@ -336,11 +336,14 @@ static void *read_worker(void *arg)
     return NULL;
 }
 
-/* Read the chosen packs with one worker per CPU (downloads overlap decryption). */
+/* Read the chosen packs with two workers per CPU, so that one worker's wait for its pack to
+ * arrive (disk or network) overlaps another's decryption and hashing. */
 static int read_packs(cctx *c)
 {
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned n = ncpu > 1 ? (unsigned)ncpu : 2;
+    unsigned n = ncpu > 1 ? (unsigned)ncpu * 2 : 2;
+    if (n > 64)
+        n = 64;
     if (n > c->ntodo)
         n = c->ntodo ? (unsigned)c->ntodo : 1;
     pthread_t *t = cf_calloc(n, sizeof(pthread_t));
