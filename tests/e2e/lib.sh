@@ -368,3 +368,14 @@ mount_tmpfs() {
     mount -t tmpfs -o "size=$2,mode=0755" coffer-e2e "$1" 2>/dev/null || return 1
     MOUNTS+=("$1")
 }
+
+# db_skip DB WHY: the database's test cannot run here: skip (exit 77), or fail when
+# COFFER_REQUIRE_DATABASES names DB (CI must not pass by skipping)
+db_skip() {
+    if [[ ",${COFFER_REQUIRE_DATABASES:-}," == *"$1"* ]]; then
+        echo "FAIL - $1 is required (COFFER_REQUIRE_DATABASES) but unavailable: $2"
+        exit 1
+    fi
+    echo "skip - $1: $2"
+    exit 77
+}

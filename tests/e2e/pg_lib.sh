@@ -21,14 +21,7 @@ PG_RUNNING=()
 PG_NEXT_PORT=${PG_PORT_BASE:-$((54329 + ($(basename "$0" | cksum | cut -d' ' -f1) % 100) * 40))}
 
 # pg_skip REASON: PostgreSQL is unavailable here: skip, unless CI requires it.
-pg_skip() {
-    if [[ ",${COFFER_REQUIRE_DATABASES:-}," == *postgres* ]]; then
-        echo "FAIL - PostgreSQL is required (COFFER_REQUIRE_DATABASES) but unavailable: $1"
-        exit 1
-    fi
-    echo "skip - PostgreSQL tests: $1"
-    exit 77
-}
+pg_skip() { db_skip postgres "$1"; }
 
 as_pg() {
     if [[ $(id -u) -eq 0 ]]; then

@@ -12,14 +12,7 @@ export TZ=UTC
 figure() { printf '# figure: %s\n' "$*"; }
 elapsed() { python3 -c "import sys; print('%.2f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(date +%s.%N)"; }
 
-my_skip() {
-    if [[ ",${COFFER_REQUIRE_DATABASES:-}," == *mariadb* ]]; then
-        echo "mariadb is required (COFFER_REQUIRE_DATABASES) but: $1" >&2
-        exit 1
-    fi
-    echo "skip - mariadb: $1"
-    exit 77
-}
+my_skip() { db_skip mariadb "$1"; }
 
 have_all() {
     command -v mariadbd >/dev/null 2>&1 || [[ -x /usr/sbin/mariadbd ]] || return 1

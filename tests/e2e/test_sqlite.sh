@@ -12,14 +12,7 @@ figure() { printf '# figure: %s\n' "$*"; }
 now() { date +%s.%N; }
 elapsed() { python3 -c "import sys; print('%.3f' % (float(sys.argv[2]) - float(sys.argv[1])))" "$1" "$(now)"; }
 
-sq_skip() {
-    if [[ ",${COFFER_REQUIRE_DATABASES:-}," == *sqlite* ]]; then
-        echo "sqlite is required (COFFER_REQUIRE_DATABASES) but: $1" >&2
-        exit 1
-    fi
-    echo "skip - sqlite: $1"
-    exit 77
-}
+sq_skip() { db_skip sqlite "$1"; }
 if ! command -v sqlite3 >/dev/null 2>&1; then
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
         apt-get update -q -o DPkg::Lock::Timeout=120 </dev/null >/dev/null 2>&1

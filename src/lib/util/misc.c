@@ -1,5 +1,5 @@
 /*
- * misc.c - memory helpers, hex and base64, time formatting and parsing, sizes.
+ * misc.c - memory helpers, hex and base64, time formatting and parsing, sizes, argv vectors.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -342,4 +342,43 @@ int cf_parse_size(uint64_t *out, const char *s)
     return 0;
 bad:
     return cf_error_set(CF_EINVAL, 0, "invalid size '%s'", s);
+}
+
+/* ------------------------------------------------------------------ argv */
+
+int cf_argv_add(cf_argv *a, const char *s)
+{
+    if (a->n + 2 > a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 16;
+        char **p = cf_realloc(a->v, nc * sizeof(*p));
+        if (!p)
+            return CF_ENOMEM;
+        a->v = p;
+        a->cap = nc;
+    }
+    if (!(a->v[a->n] = cf_strdup(s)))
+        return CF_ENOMEM;
+    a->n++;
+    a->v[a->n] = NULL;
+    return 0;
+}
+
+int cf_argv_addf(cf_argv *a, const char *fmt, ...)
+{
+    char buf[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(buf))
+        return cf_error_set(CF_EINVAL, 0, "argument too long");
+    return cf_argv_add(a, buf);
+}
+
+void cf_argv_free(cf_argv *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        free(a->v[i]);
+    free(a->v);
+    memset(a, 0, sizeof(*a));
 }

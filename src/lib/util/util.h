@@ -125,4 +125,14 @@ void cf_error_restore(const cf_error_saved *s);
 #pragma GCC poison strcpy strcat sprintf vsprintf gets atoi atol strtok
 #endif
 
+/* An argument vector for execve(): NULL-terminated, each string owned. */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} cf_argv;
+
+int cf_argv_add(cf_argv *a, const char *s);
+int cf_argv_addf(cf_argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void cf_argv_free(cf_argv *a);
+
 #endif

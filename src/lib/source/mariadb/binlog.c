@@ -118,7 +118,7 @@ int cf_mariadb_binlog_push(cf_repo *repo, const cf_mariadb_binlog_push_opts *o,
                            cf_mariadb_binlog_push_result *out)
 {
     cf_mariadb_binlog_push_result res;
-    cf_my__argv a = {0};
+    cf_argv a = {0};
     char *text = NULL, *dir = NULL, **have = NULL, **lines = NULL;
     size_t nhave = 0;
     int rc;
@@ -126,8 +126,8 @@ int cf_mariadb_binlog_push(cf_repo *repo, const cf_mariadb_binlog_push_opts *o,
     const char *server = o->server ? o->server : CF_MARIADB_DEFAULT_SERVER;
     if (!cf_my__valid_server(server))
         return cf_error_set(CF_EINVAL, 0, "invalid server name '%s'", server);
-    if ((rc = cf_my__argv_start(&a, &o->conn, clients)) || (rc = cf_my__argv_add(&a, "-N")) ||
-        (rc = cf_my__argv_add(&a, "-B")) || (rc = cf_my__argv_add(&a, "-e")))
+    if ((rc = cf_my__argv_start(&a, &o->conn, clients)) || (rc = cf_argv_add(&a, "-N")) ||
+        (rc = cf_argv_add(&a, "-B")) || (rc = cf_argv_add(&a, "-e")))
         goto out;
     if (o->binlog_dir) {
         if (!(dir = cf_strdup(o->binlog_dir))) {
@@ -135,7 +135,7 @@ int cf_mariadb_binlog_push(cf_repo *repo, const cf_mariadb_binlog_push_opts *o,
             goto out;
         }
     } else {
-        if ((rc = cf_my__argv_add(&a, "select @@log_bin_basename")) ||
+        if ((rc = cf_argv_add(&a, "select @@log_bin_basename")) ||
             (rc = cf_my__capture(&text, a.v, &o->conn, 1 << 16)))
             goto out;
         char *nl = strchr(text, '\n');
@@ -158,7 +158,7 @@ int cf_mariadb_binlog_push(cf_repo *repo, const cf_mariadb_binlog_push_opts *o,
         free(a.v[--a.n]);
         a.v[a.n] = NULL;
     }
-    if ((rc = cf_my__argv_add(&a, "show binary logs")) ||
+    if ((rc = cf_argv_add(&a, "show binary logs")) ||
         (rc = cf_my__capture(&text, a.v, &o->conn, 1 << 24))) {
         rc = cf_error_wrap(rc, "unable to list the binlogs");
         goto out;
@@ -235,7 +235,7 @@ out:
     free(lines);
     free(text);
     free(dir);
-    cf_my__argv_free(&a);
+    cf_argv_free(&a);
     if (out)
         *out = res;
     return rc;

@@ -224,7 +224,7 @@ int cf_mariadb_backup(cf_repo *repo, const cf_mariadb_backup_opts *o, cf_mariadb
 {
     static const char *const dumpers[] = {"mariadb-dump", "mysqldump", NULL};
     cf_mariadb_info info;
-    cf_my__argv a = {0};
+    cf_argv a = {0};
     dump_ctx c;
     cf_buf dbs;
     char **tags = NULL;
@@ -244,24 +244,24 @@ int cf_mariadb_backup(cf_repo *repo, const cf_mariadb_backup_opts *o, cf_mariadb
     snprintf(info.server, sizeof(info.server), "%s", server);
     if ((rc = cf_my__argv_start(&a, &o->conn, dumpers)))
         goto out;
-    if ((rc = cf_my__argv_add(&a, "--single-transaction")) ||
-        (rc = cf_my__argv_add(&a, "--routines")) || (rc = cf_my__argv_add(&a, "--events")) ||
-        (rc = cf_my__argv_add(&a, "--triggers")))
+    if ((rc = cf_argv_add(&a, "--single-transaction")) ||
+        (rc = cf_argv_add(&a, "--routines")) || (rc = cf_argv_add(&a, "--events")) ||
+        (rc = cf_argv_add(&a, "--triggers")))
         goto out;
-    if (!o->no_binlog && (rc = cf_my__argv_add(&a, position_option(a.v[0]))))
+    if (!o->no_binlog && (rc = cf_argv_add(&a, position_option(a.v[0]))))
         goto out;
     for (const char *const *x = o->dump_args; x && *x; x++)
-        if ((rc = cf_my__argv_add(&a, *x)))
+        if ((rc = cf_argv_add(&a, *x)))
             goto out;
     if (o->databases && o->databases[0]) {
-        if ((rc = cf_my__argv_add(&a, "--databases")))
+        if ((rc = cf_argv_add(&a, "--databases")))
             goto out;
         for (const char *const *d = o->databases; *d; d++) {
-            if ((rc = cf_my__argv_add(&a, *d)) ||
+            if ((rc = cf_argv_add(&a, *d)) ||
                 (rc = cf_buf_printf(&dbs, "%s%s", dbs.len ? " " : "", *d)))
                 goto out;
         }
-    } else if ((rc = cf_my__argv_add(&a, "--all-databases"))) {
+    } else if ((rc = cf_argv_add(&a, "--all-databases"))) {
         goto out;
     }
     if ((rc = cf_buf_append(&dbs, "", 1)))
@@ -374,7 +374,7 @@ out:
     free(tags);
     cf_buf_free(&c.head);
     cf_buf_free(&dbs);
-    cf_my__argv_free(&a);
+    cf_argv_free(&a);
     if (rc)
         info.snapshot_id[0] = '\0';
     if (out)

@@ -16,19 +16,11 @@
 /* A string as an execve() argument (never written to). */
 #define CF_MY_STR(s) ((char *)(uintptr_t)(s))
 
-typedef struct {
-    char **v;
-    size_t n, cap;
-} cf_my__argv;
-
-int cf_my__argv_add(cf_my__argv *a, const char *s);
-int cf_my__argv_addf(cf_my__argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void cf_my__argv_free(cf_my__argv *a);
 
 /* Find the first of names (NULL-terminated) in bindir, then PATH. out: PATH_MAX bytes. */
 int cf_my__find(char *out, size_t outlen, const char *bindir, const char *const *names);
 /* argv = { program found among names, connection options (defaults-file first) }. */
-int cf_my__argv_start(cf_my__argv *a, const cf_mariadb_conn *c, const char *const *names);
+int cf_my__argv_start(cf_argv *a, const cf_mariadb_conn *c, const char *const *names);
 
 #define CF_MY_FD_NULL (-1)
 

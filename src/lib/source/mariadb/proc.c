@@ -44,43 +44,6 @@ bool cf_my__valid_server(const char *s)
     return strstr(s, "..") == NULL;
 }
 
-int cf_my__argv_add(cf_my__argv *a, const char *s)
-{
-    if (a->n + 2 > a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 16;
-        char **p = cf_realloc(a->v, nc * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        a->v = p;
-        a->cap = nc;
-    }
-    if (!(a->v[a->n] = cf_strdup(s)))
-        return CF_ENOMEM;
-    a->n++;
-    a->v[a->n] = NULL;
-    return 0;
-}
-
-int cf_my__argv_addf(cf_my__argv *a, const char *fmt, ...)
-{
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(buf))
-        return cf_error_set(CF_EINVAL, 0, "argument too long");
-    return cf_my__argv_add(a, buf);
-}
-
-void cf_my__argv_free(cf_my__argv *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        free(a->v[i]);
-    free(a->v);
-    memset(a, 0, sizeof(*a));
-}
-
 static bool executable(const char *path)
 {
     struct stat st;
@@ -119,26 +82,26 @@ int cf_my__find(char *out, size_t outlen, const char *bindir, const char *const 
     return CF_ENOTFOUND;
 }
 
-int cf_my__argv_start(cf_my__argv *a, const cf_mariadb_conn *c, const char *const *names)
+int cf_my__argv_start(cf_argv *a, const cf_mariadb_conn *c, const char *const *names)
 {
     char prog[PATH_MAX];
     int rc = cf_my__find(prog, sizeof(prog), c->bindir, names);
     if (rc)
         return rc;
-    if ((rc = cf_my__argv_add(a, prog)))
+    if ((rc = cf_argv_add(a, prog)))
         return rc;
     /* --defaults-file must be the first option, or the client reads its other files too */
-    if (c->defaults_file && (rc = cf_my__argv_addf(a, "--defaults-file=%s", c->defaults_file)))
+    if (c->defaults_file && (rc = cf_argv_addf(a, "--defaults-file=%s", c->defaults_file)))
         return rc;
-    if (c->host && (rc = cf_my__argv_addf(a, "--host=%s", c->host)))
+    if (c->host && (rc = cf_argv_addf(a, "--host=%s", c->host)))
         return rc;
-    if (c->port && (rc = cf_my__argv_addf(a, "--port=%s", c->port)))
+    if (c->port && (rc = cf_argv_addf(a, "--port=%s", c->port)))
         return rc;
-    if (c->port && !c->host && !c->socket && (rc = cf_my__argv_add(a, "--protocol=TCP")))
+    if (c->port && !c->host && !c->socket && (rc = cf_argv_add(a, "--protocol=TCP")))
         return rc;
-    if (c->user && (rc = cf_my__argv_addf(a, "--user=%s", c->user)))
+    if (c->user && (rc = cf_argv_addf(a, "--user=%s", c->user)))
         return rc;
-    if (c->socket && (rc = cf_my__argv_addf(a, "--socket=%s", c->socket)))
+    if (c->socket && (rc = cf_argv_addf(a, "--socket=%s", c->socket)))
         return rc;
     return 0;
 }

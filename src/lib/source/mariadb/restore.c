@@ -95,7 +95,7 @@ static int find_dump(cf_snapshot **out, cf_mariadb_info *info, cf_repo *repo,
 
 static int load_dump(cf_repo *repo, const cf_snapshot *snap, const cf_mariadb_conn *conn)
 {
-    cf_my__argv a = {0};
+    cf_argv a = {0};
     cf_my__proc p;
     int fds[2] = {-1, -1};
     int rc;
@@ -139,7 +139,7 @@ out:
         close(fds[0]);
     if (fds[1] >= 0)
         close(fds[1]);
-    cf_my__argv_free(&a);
+    cf_argv_free(&a);
     return rc;
 }
 
@@ -190,7 +190,7 @@ static int replay(cf_repo *repo, const cf_mariadb_restore_opts *o, const cf_mari
     char **names = NULL, *dir = NULL;
     size_t nnames = 0, nb = 0;
     binlog_ent *bl = NULL;
-    cf_my__argv ab = {0}, ac = {0};
+    cf_argv ab = {0}, ac = {0};
     int fds[2] = {-1, -1};
     int rc;
     size_t want_base;
@@ -241,8 +241,8 @@ static int replay(cf_repo *repo, const cf_mariadb_restore_opts *o, const cf_mari
     if ((rc = cf_my__argv_start(&ab, &(cf_mariadb_conn){.bindir = o->conn.bindir}, binlog_tools)))
         goto out;
     /* the first option: not the client option files of this machine */
-    if ((rc = cf_my__argv_add(&ab, "--no-defaults")) ||
-        (rc = cf_my__argv_addf(&ab, "--start-position=%llu",
+    if ((rc = cf_argv_add(&ab, "--no-defaults")) ||
+        (rc = cf_argv_addf(&ab, "--start-position=%llu",
                                (unsigned long long)info->binlog_pos)))
         goto out;
     if (o->time_ns) {
@@ -250,7 +250,7 @@ static int replay(cf_repo *repo, const cf_mariadb_restore_opts *o, const cf_mari
         struct tm tm;
         gmtime_r(&secs, &tm);
         strftime(res->stop_datetime, sizeof(res->stop_datetime), "%Y-%m-%d %H:%M:%S", &tm);
-        if ((rc = cf_my__argv_addf(&ab, "--stop-datetime=%s", res->stop_datetime)))
+        if ((rc = cf_argv_addf(&ab, "--stop-datetime=%s", res->stop_datetime)))
             goto out;
     }
     for (size_t i = 0; i < nb; i++) {
@@ -266,7 +266,7 @@ static int replay(cf_repo *repo, const cf_mariadb_restore_opts *o, const cf_mari
         rc = path ? write_file(path, data, len) : CF_ENOMEM;
         free(data);
         if (rc == 0)
-            rc = cf_my__argv_add(&ab, path);
+            rc = cf_argv_add(&ab, path);
         free(path);
         if (rc)
             goto out;
@@ -306,8 +306,8 @@ out:
         free(names[i]);
     free(names);
     free(bl);
-    cf_my__argv_free(&ab);
-    cf_my__argv_free(&ac);
+    cf_argv_free(&ab);
+    cf_argv_free(&ac);
     return rc;
 }
 

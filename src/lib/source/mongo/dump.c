@@ -123,7 +123,7 @@ int cf_mongo_backup(cf_repo *repo, const cf_mongo_backup_opts *o, cf_mongo_info 
                     cf_backup_stats *out_stats)
 {
     cf_mongo_info info;
-    cf_mongo__argv a = {0};
+    cf_argv a = {0};
     dump_ctx c;
     char prog[PATH_MAX], config[PATH_MAX] = "";
     int fds[2] = {-1, -1};
@@ -162,9 +162,9 @@ int cf_mongo_backup(cf_repo *repo, const cf_mongo_backup_opts *o, cf_mongo_info 
     if ((rc = cf_mongo__config_write(config, sizeof(config), &o->conn)) ||
         (rc = cf_mongo__argv_start(&a, prog, config, &o->conn)))
         goto out;
-    if ((o->db && (rc = cf_mongo__argv_addf(&a, "--db=%s", o->db))) ||
-        (o->collection && (rc = cf_mongo__argv_addf(&a, "--collection=%s", o->collection))) ||
-        (o->oplog && (rc = cf_mongo__argv_add(&a, "--oplog"))))
+    if ((o->db && (rc = cf_argv_addf(&a, "--db=%s", o->db))) ||
+        (o->collection && (rc = cf_argv_addf(&a, "--collection=%s", o->collection))) ||
+        (o->oplog && (rc = cf_argv_add(&a, "--oplog"))))
         goto out;
     if (pipe2(fds, O_CLOEXEC) != 0) {
         rc = cf_error_set(CF_EIO, errno, "unable to create a pipe: %s", strerror(errno));
@@ -209,7 +209,7 @@ out:
         cf_error_restore(&es);
     }
     cf_mongo__config_remove(config);
-    cf_mongo__argv_free(&a);
+    cf_argv_free(&a);
     if (rc)
         info.snapshot_id[0] = '\0';
     if (out)

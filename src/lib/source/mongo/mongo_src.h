@@ -13,15 +13,6 @@
 #include "coffer/mongo.h"
 #include "util/util.h"
 
-typedef struct {
-    char **v;
-    size_t n, cap;
-} cf_mongo__argv;
-
-int cf_mongo__argv_add(cf_mongo__argv *a, const char *s);
-int cf_mongo__argv_addf(cf_mongo__argv *a, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void cf_mongo__argv_free(cf_mongo__argv *a);
 
 /* Resolve tool (a path, or a name looked up in PATH; NULL: def) into out (PATH_MAX bytes).
  * CF_ENOTFOUND with a hint when it is not an executable file. */
@@ -37,7 +28,7 @@ int cf_mongo__yaml_quote(cf_buf *b, const char *s);
 
 /* argv = { program, --archive, [--config=F], connection options }. CF_EINVAL for a URI
  * together with --host/--port. */
-int cf_mongo__argv_start(cf_mongo__argv *a, const char *prog, const char *config,
+int cf_mongo__argv_start(cf_argv *a, const char *prog, const char *config,
                          const cf_mongo_conn *c);
 
 #define CF_MONGO_FD_NULL (-1)

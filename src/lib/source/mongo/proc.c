@@ -31,45 +31,6 @@ void cf_mongo__msg(cf_mongo_message_cb cb, void *payload, const char *fmt, ...)
     cb(line, payload);
 }
 
-/* ------------------------------------------------------------------ argv */
-
-int cf_mongo__argv_add(cf_mongo__argv *a, const char *s)
-{
-    if (a->n + 2 > a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 16;
-        char **p = cf_realloc(a->v, nc * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        a->v = p;
-        a->cap = nc;
-    }
-    if (!(a->v[a->n] = cf_strdup(s)))
-        return CF_ENOMEM;
-    a->n++;
-    a->v[a->n] = NULL;
-    return 0;
-}
-
-int cf_mongo__argv_addf(cf_mongo__argv *a, const char *fmt, ...)
-{
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(buf))
-        return cf_error_set(CF_EINVAL, 0, "argument for the MongoDB tool too long");
-    return cf_mongo__argv_add(a, buf);
-}
-
-void cf_mongo__argv_free(cf_mongo__argv *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        free(a->v[i]);
-    free(a->v);
-    memset(a, 0, sizeof(*a));
-}
-
 static bool executable(const char *path)
 {
     struct stat st;
@@ -281,26 +242,26 @@ void cf_mongo__config_remove(char *path)
     }
 }
 
-int cf_mongo__argv_start(cf_mongo__argv *a, const char *prog, const char *config,
+int cf_mongo__argv_start(cf_argv *a, const char *prog, const char *config,
                          const cf_mongo_conn *c)
 {
     int rc;
     if (c->uri && (c->host || c->port))
         return cf_error_set(CF_EINVAL, 0, "a MongoDB URI cannot be combined with --host or "
                             "--port");
-    if ((rc = cf_mongo__argv_add(a, prog)) || (rc = cf_mongo__argv_add(a, "--archive")))
+    if ((rc = cf_argv_add(a, prog)) || (rc = cf_argv_add(a, "--archive")))
         return rc;
-    if (config && *config && (rc = cf_mongo__argv_addf(a, "--config=%s", config)))
+    if (config && *config && (rc = cf_argv_addf(a, "--config=%s", config)))
         return rc;
-    if (c->uri && !uri_has_secret(c->uri) && (rc = cf_mongo__argv_addf(a, "--uri=%s", c->uri)))
+    if (c->uri && !uri_has_secret(c->uri) && (rc = cf_argv_addf(a, "--uri=%s", c->uri)))
         return rc;
-    if (c->host && (rc = cf_mongo__argv_addf(a, "--host=%s", c->host)))
+    if (c->host && (rc = cf_argv_addf(a, "--host=%s", c->host)))
         return rc;
-    if (c->port && (rc = cf_mongo__argv_addf(a, "--port=%s", c->port)))
+    if (c->port && (rc = cf_argv_addf(a, "--port=%s", c->port)))
         return rc;
-    if (c->username && (rc = cf_mongo__argv_addf(a, "--username=%s", c->username)))
+    if (c->username && (rc = cf_argv_addf(a, "--username=%s", c->username)))
         return rc;
-    if (c->auth_db && (rc = cf_mongo__argv_addf(a, "--authenticationDatabase=%s", c->auth_db)))
+    if (c->auth_db && (rc = cf_argv_addf(a, "--authenticationDatabase=%s", c->auth_db)))
         return rc;
     return 0;
 }

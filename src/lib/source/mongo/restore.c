@@ -51,7 +51,7 @@ int cf_mongo_restore(cf_repo *repo, const cf_mongo_restore_opts *o, cf_mongo_res
 {
     cf_mongo_restore_result res;
     cf_snapshot *snap = NULL;
-    cf_mongo__argv a = {0};
+    cf_argv a = {0};
     cf_mongo__proc p;
     char prog[PATH_MAX], config[PATH_MAX] = "";
     int fds[2] = {-1, -1};
@@ -75,15 +75,15 @@ int cf_mongo_restore(cf_repo *repo, const cf_mongo_restore_opts *o, cf_mongo_res
     if ((rc = cf_mongo__config_write(config, sizeof(config), &o->conn)) ||
         (rc = cf_mongo__argv_start(&a, prog, config, &o->conn)))
         goto out;
-    if (o->drop && (rc = cf_mongo__argv_add(&a, "--drop")))
+    if (o->drop && (rc = cf_argv_add(&a, "--drop")))
         goto out;
     for (const char *const *x = o->ns_include; x && *x; x++)
-        if ((rc = cf_mongo__argv_addf(&a, "--nsInclude=%s", *x)))
+        if ((rc = cf_argv_addf(&a, "--nsInclude=%s", *x)))
             goto out;
-    if (o->ns_from && ((rc = cf_mongo__argv_addf(&a, "--nsFrom=%s", o->ns_from)) ||
-                       (rc = cf_mongo__argv_addf(&a, "--nsTo=%s", o->ns_to))))
+    if (o->ns_from && ((rc = cf_argv_addf(&a, "--nsFrom=%s", o->ns_from)) ||
+                       (rc = cf_argv_addf(&a, "--nsTo=%s", o->ns_to))))
         goto out;
-    if (res.oplog_replay && (rc = cf_mongo__argv_add(&a, "--oplogReplay")))
+    if (res.oplog_replay && (rc = cf_argv_add(&a, "--oplogReplay")))
         goto out;
     if (pipe2(fds, O_CLOEXEC) != 0) {
         rc = cf_error_set(CF_EIO, errno, "unable to create a pipe: %s", strerror(errno));
@@ -145,7 +145,7 @@ out:
     if (fds[1] >= 0)
         close(fds[1]);
     cf_mongo__config_remove(config);
-    cf_mongo__argv_free(&a);
+    cf_argv_free(&a);
     cf_snapshot_free(snap);
     if (out)
         *out = res;
