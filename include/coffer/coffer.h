@@ -406,6 +406,10 @@ int cf_archive_get(cf_repo *repo, const char *kind, const char *name, uint8_t **
 /* Every name of a kind (unordered). */
 int cf_archive_list(cf_repo *repo, const char *kind, cf_walk_cb_name cb, void *payload);
 int cf_archive_remove(cf_repo *repo, const char *kind, const char *name);
+/* Ask the storage at url alone (no key, no repository open) whether an archive object is
+ * absent: true only when the repository's config exists and the object does not. Archive
+ * names are not secret; anything that cannot be answered is false. */
+bool cf_archive_absent_at(const char *url, const char *kind, const char *name);
 
 /* ---------------------------------------------------------------- stats and debugging */
 

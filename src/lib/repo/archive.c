@@ -35,6 +35,21 @@ static int path_of(char out[512], const char *kind, const char *name)
     return 0;
 }
 
+bool cf_archive_absent_at(const char *url, const char *kind, const char *name)
+{
+    char path[512];
+    cf_storage *st = NULL;
+    bool absent = false;
+    cf_error_saved saved;
+    cf_error_save(&saved);
+    if (url && path_of(path, kind, name) == 0 && cf_storage_open(&st, url, 0) == 0 &&
+        cf_storage_stat(st, "config", NULL) == 0)
+        absent = cf_storage_stat(st, path, NULL) == CF_ENOTFOUND;
+    cf_storage_close(st);
+    cf_error_restore(&saved);
+    return absent;
+}
+
 /* Read and open the object at path; *plain gets "CFAR" | name len u16 | name | data. */
 static int read_plain(cf_repo *r, const char *path, cf_buf *plain)
 {

@@ -10,7 +10,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "coffer/sys/storage.h"
 #include "source/postgres/pg.h"
 
 /* ------------------------------------------------------------------ names */
@@ -257,20 +256,14 @@ int cf_pg_wal_push(cf_repo *repo, const char *cluster, const char *path)
 bool cf_pg_wal_absent(const char *url, const char *cluster, const char *name)
 {
     cf_pg__wal_name w;
-    char full[256], path[300];
-    cf_storage *st = NULL;
-    bool absent = false;
-    if (!url || cf_pg__wal_parse(&w, name) == CF_PG_WAL_NONE ||
-        cf_pg__archive_name(full, cluster, name))
+    char full[256];
+    if (cf_pg__wal_parse(&w, name) == CF_PG_WAL_NONE)
         return false;
-    snprintf(path, sizeof(path), "archive/%s/%s", CF_PG_ARCHIVE_KIND, full);
     cf_error_saved saved;
     cf_error_save(&saved);
-    if (cf_storage_open(&st, url, 0) == 0 && cf_storage_stat(st, "config", NULL) == 0)
-        absent = cf_storage_stat(st, path, NULL) == CF_ENOTFOUND;
-    cf_storage_close(st);
+    bool bad = cf_pg__archive_name(full, cluster, name) != 0;
     cf_error_restore(&saved);
-    return absent;
+    return !bad && cf_archive_absent_at(url, CF_PG_ARCHIVE_KIND, full);
 }
 
 int cf_pg_wal_fetch(cf_repo *repo, const char *cluster, const char *name, const char *dest)
