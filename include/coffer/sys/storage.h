@@ -75,7 +75,9 @@ typedef struct cf_storage_ops {
      * success the temporary file is gone. */
     int (*put_file)(void *self, const char *name, const char *tmp_path, int fd, unsigned flags);
     /* Optional: remove temporary files left by writers that were killed. Only called while
-     * the caller holds the repository's exclusive lock (no writer is running). */
+     * the caller holds the repository's exclusive lock (no backup is running); lock takers and
+     * archive pushes write without that lock, so their temporaries must be spared unless they
+     * are clearly abandoned. */
     int (*purge_tmp)(void *self, uint64_t *out_removed, uint64_t *out_bytes);
 } cf_storage_ops;
 

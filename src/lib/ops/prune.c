@@ -245,7 +245,9 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
     int rc = lock ? cf_repo_lock(r, CF_LOCK_EXCLUSIVE) : 0;
     if (rc)
         goto out;
-    /* under the exclusive lock no writer runs: temporary files are leftovers of killed ones */
+    /* under the exclusive lock no backup runs: temporary files are leftovers of killed writers
+     * (the driver spares those of live processes and of lock takers and archive pushes, which
+     * write without the lock) */
     if (!o->dry_run) {
         uint64_t nt = 0, bt = 0;
         if ((rc = cf_storage_purge_tmp(r->st, &nt, &bt)))

@@ -8,12 +8,14 @@
 #include <ftw.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -330,6 +332,70 @@ static void test_stray_files_ignored(void **state)
     cf_storage_close(st);
 }
 
+static bool exists(const char *rel)
+{
+    char *p = path_in(rel);
+    struct stat st;
+    bool ok = lstat(p, &st) == 0;
+    free(p);
+    return ok;
+}
+
+static void age_file(const char *rel, time_t seconds)
+{
+    char *p = path_in(rel);
+    struct timespec ts[2];
+    clock_gettime(CLOCK_REALTIME, &ts[0]);
+    ts[0].tv_sec -= seconds;
+    ts[1] = ts[0];
+    assert_int_equal(utimensat(AT_FDCWD, p, ts, 0), 0);
+    free(p);
+}
+
+/* Purging temporaries removes those of dead writers only: not those of a process still running
+ * here (its pid is in the name), and not young ones in locks/ and archive/, where lock takers
+ * and archive pushes write without holding the repository lock. */
+static void test_purge_spares_live_writers(void **state)
+{
+    (void)state;
+    cf_storage *st = open_repo("repo");
+    assert_int_equal(cf_storage_put(st, "data/ab/abcd", "x", 1, 0), 0);
+    assert_int_equal(cf_storage_put(st, "locks/l1", "x", 1, 0), 0);
+    assert_int_equal(cf_storage_put(st, "archive/pgwal/s1", "x", 1, 0), 0);
+    /* a pid that cannot run: above the kernel's pid_max limit */
+    write_file("repo/data/ab/.tmp-2147483647-1-2", "dead");
+    write_file("repo/data/ab/.tmp-pack-2147483647-1-2", "dead");
+    write_file("repo/data/.tmp-garbage", "no pid");
+    char *mine = cf_asprintf("repo/data/ab/.tmp-%ld-1-2", (long)getpid());
+    char *mine_pack = cf_asprintf("repo/data/.tmp-pack-%ld-1-2", (long)getpid());
+    write_file(mine, "live");
+    write_file(mine_pack, "live");
+    write_file("repo/locks/.tmp-2147483647-3-4", "young lock");
+    write_file("repo/archive/pgwal/.tmp-2147483647-3-4", "young push");
+    write_file("repo/locks/.tmp-2147483647-5-6", "old lock");
+    age_file("repo/locks/.tmp-2147483647-5-6", 2 * 3600);
+
+    uint64_t n = 0, bytes = 0;
+    assert_int_equal(cf_storage_purge_tmp(st, &n, &bytes), 0);
+    assert_false(exists("repo/data/ab/.tmp-2147483647-1-2"));
+    assert_false(exists("repo/data/ab/.tmp-pack-2147483647-1-2"));
+    assert_false(exists("repo/data/.tmp-garbage"));
+    assert_false(exists("repo/locks/.tmp-2147483647-5-6"));
+    assert_true(exists(mine));
+    assert_true(exists(mine_pack));
+    assert_true(exists("repo/locks/.tmp-2147483647-3-4"));
+    assert_true(exists("repo/archive/pgwal/.tmp-2147483647-3-4"));
+    assert_int_equal(n, 4);
+    assert_int_equal(bytes, 4 + 4 + 6 + 8);
+    /* the objects themselves are untouched */
+    assert_true(exists("repo/data/ab/abcd"));
+    assert_true(exists("repo/locks/l1"));
+    assert_true(exists("repo/archive/pgwal/s1"));
+    free(mine);
+    free(mine_pack);
+    cf_storage_close(st);
+}
+
 static void test_space(void **state)
 {
     (void)state;
@@ -350,6 +416,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_over_folder, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_object, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stray_files_ignored, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_purge_spares_live_writers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_space, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

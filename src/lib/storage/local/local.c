@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
 #include <time.h>
@@ -393,8 +394,28 @@ out:
     return rc;
 }
 
-/* Remove ".tmp-*" files below dfd (recursively, bounded depth). */
-static void purge_dir(int dfd, int depth, uint64_t *removed, uint64_t *bytes)
+/* Writers that publish without holding the repository lock: lock acquisition (locks/) and
+ * archive pushes such as wal-push (archive/). Their temporaries may belong to a live process on
+ * another host, so they are only removed once they are this old. */
+#define UNLOCKED_TMP_AGE (60 * 60)
+
+/* Whether the process that named the temporary ".tmp-[pack-]PID-..." still runs on this host. */
+static bool tmp_writer_alive(const char *name)
+{
+    const char *p = name + strlen(TMP_PREFIX);
+    if (strncmp(p, "pack-", 5) == 0)
+        p += 5;
+    char *end;
+    errno = 0;
+    long pid = strtol(p, &end, 10);
+    if (errno || end == p || *end != '-' || pid <= 0 || pid > 0x7fffffffL)
+        return false;
+    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+}
+
+/* Remove ".tmp-*" files below dfd (recursively, bounded depth) that no live writer owns: not
+ * those of a process still running here, and in unlocked areas only old ones. */
+static void purge_dir(int dfd, int depth, bool unlocked, uint64_t *removed, uint64_t *bytes)
 {
     if (depth > LIST_MAX_DEPTH)
         return;
@@ -405,6 +426,7 @@ static void purge_dir(int dfd, int depth, uint64_t *removed, uint64_t *bytes)
             close(fd);
         return;
     }
+    time_t now = time(NULL);
     struct dirent *de;
     while ((de = readdir(d))) {
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
@@ -415,11 +437,15 @@ static void purge_dir(int dfd, int depth, uint64_t *removed, uint64_t *bytes)
         if (S_ISDIR(st.st_mode)) {
             int sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub >= 0) {
-                purge_dir(sub, depth + 1, removed, bytes);
+                bool unl = unlocked || (depth == 0 && (strcmp(de->d_name, "locks") == 0 ||
+                                                       strcmp(de->d_name, "archive") == 0));
+                purge_dir(sub, depth + 1, unl, removed, bytes);
                 close(sub);
             }
         } else if (S_ISREG(st.st_mode) &&
                    strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0 &&
+                   !tmp_writer_alive(de->d_name) &&
+                   (!unlocked || now - st.st_mtime > UNLOCKED_TMP_AGE) &&
                    unlinkat(dfd, de->d_name, 0) == 0) {
             (*removed)++;
             *bytes += (uint64_t)st.st_size;
@@ -431,7 +457,7 @@ static void purge_dir(int dfd, int depth, uint64_t *removed, uint64_t *bytes)
 static int local_purge_tmp(void *self, uint64_t *out_removed, uint64_t *out_bytes)
 {
     local *l = self;
-    purge_dir(l->fd, 0, out_removed, out_bytes);
+    purge_dir(l->fd, 0, false, out_removed, out_bytes);
     return 0;
 }
 
