@@ -375,14 +375,16 @@ int cf_prune(cf_repo *repo, const cf_prune_opts *opts, cf_prune_stats *out_stats
 typedef struct {
     cf_prune_stats prune;
     uint64_t snapshots_resealed;
+    uint64_t archive_resealed;  /* archive objects (database logs) re-sealed */
     uint32_t generations_retired;
-    uint32_t generations_kept;  /* older generations still in use (archive objects): kept */
+    uint32_t generations_kept;  /* older generations still in use (another key slot): kept */
 } cf_rewrite_stats;
 
 /* Re-seal everything under the current data key generation (with opts->only_generation:
  * only what is sealed under opts->generation): packs of older generations are
- * repacked (and unused data dropped, as prune does), index files and snapshot documents are
- * written again (snapshot ids change: a snapshot's id is the hash of its sealed document),
+ * repacked (and unused data dropped, as prune does), index files, snapshot documents and
+ * archive objects are written again (snapshot ids change: a snapshot's id is the hash of its
+ * sealed document; archive objects keep their names),
  * and the older generations are removed from the key slot in use, which is rewritten for
  * cred. Afterwards nothing in the repository needs an older generation. Exclusive lock. */
 int cf_rewrite_reencrypt(cf_repo *repo, const cf_credential *cred, const cf_prune_opts *opts,

@@ -305,11 +305,12 @@ int cmd_rewrite(int argc, char **argv)
     if (rrc) {
         rc = cli_fail(rrc);
     } else if (g.json) {
-        json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:i, s:i}", "action", "reencrypt",
-                              "dry_run", po.dry_run, "packs_repacked",
+        json_t *o = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:i, s:i}", "action",
+                              "reencrypt", "dry_run", po.dry_run, "packs_repacked",
                               (json_int_t)st.prune.packs_repacked, "bytes_repacked",
                               (json_int_t)st.prune.bytes_repacked, "snapshots_resealed",
-                              (json_int_t)st.snapshots_resealed, "generations_retired",
+                              (json_int_t)st.snapshots_resealed, "archive_resealed",
+                              (json_int_t)st.archive_resealed, "generations_retired",
                               (int)st.generations_retired, "generations_kept",
                               (int)st.generations_kept);
         if (po.only_generation)
@@ -319,12 +320,13 @@ int cmd_rewrite(int argc, char **argv)
         char what[64] = "";
         if (po.only_generation)
             snprintf(what, sizeof(what), " of generation %u", po.generation);
-        printf("%s %llu packs%s (%.1f MiB), re-sealed %llu snapshots, retired %u old key "
-               "generations from the key in use\n",
+        printf("%s %llu packs%s (%.1f MiB), re-sealed %llu snapshots and %llu archive objects, "
+               "retired %u old key generations from the key in use\n",
                po.dry_run ? "would re-encrypt" : "re-encrypted",
                (unsigned long long)st.prune.packs_repacked, what,
                (double)st.prune.bytes_repacked / 1048576.0,
-               (unsigned long long)st.snapshots_resealed, st.generations_retired);
+               (unsigned long long)st.snapshots_resealed,
+               (unsigned long long)st.archive_resealed, st.generations_retired);
         if (st.generations_kept)
             printf("%u older generations were kept (see above); retire them later with "
                    "'coffer key retire-generation G'\n", st.generations_kept);

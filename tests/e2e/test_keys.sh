@@ -119,7 +119,7 @@ object_gens() {
     python3 - "$1" <<'PY'
 import os, struct, sys
 root = sys.argv[1]
-for top, off in (("data", 8), ("snapshots", 12)):
+for top, off in (("data", 8), ("snapshots", 12), ("archive", 12)):
     for d, _, files in os.walk(os.path.join(root, top)):
         for f in files:
             if f.startswith(".tmp"):
@@ -136,6 +136,21 @@ gen_counts() {
         python3 -c 'import json,sys; print(" ".join("%d:%d" % (g["generation"], g["packs"]) for g in sorted(json.load(sys.stdin)["packs_by_generation"], key=lambda g: g["generation"])))'
 }
 
+# a WAL segment of 1 MiB that wal-push accepts (long page header naming its own address),
+# random after the header: make_segment NAME FILE
+make_segment() {
+    python3 - "$1" "$2" <<'PY'
+import os, struct, sys
+name, path = sys.argv[1], sys.argv[2]
+size = 1 << 20
+segno = int(name[8:16], 16) * (0x100000000 // size) + int(name[16:24], 16)
+d = bytearray(os.urandom(size))
+struct.pack_into('<HHIQ', d, 0, 0xD110, 0x0002, int(name[:8], 16), segno * size)
+struct.pack_into('<I', d, 32, size)
+open(path, 'wb').write(d)
+PY
+}
+
 case_generations() {
     local r="$TMP/gens" src="$TMP/gsrc" p0="g0-$RANDOM$RANDOM" p1="g1-$RANDOM$RANDOM" p2="g2-$RANDOM$RANDOM"
     local khex
@@ -147,9 +162,15 @@ case_generations() {
     expect_exit 0 env COFFER_PASSWORD="$p0" COFFER_NEW_KEY="$khex" "$COFFER" --repo "$r" key add || return 1
     expect_exit 0 env COFFER_PASSWORD="$p0" "$COFFER" --repo "$r" backup "$src" -q || return 1
     cp -a "$src" "$TMP/gstate1"
+    # archived database logs too: one WAL segment sealed under each of generations 0 and 1
+    local seg0=000000010000000000000003 seg1=000000010000000000000004
+    make_segment "$seg0" "$TMP/$seg0"
+    make_segment "$seg1" "$TMP/$seg1"
+    expect_exit 0 env COFFER_PASSWORD="$p0" "$COFFER" --repo "$r" wal-push "$TMP/$seg0" || return 1
     expect_exit 0 env COFFER_PASSWORD="$p0" COFFER_NEW_PASSWORD="$p1" "$COFFER" --repo "$r" key rotate --kdf-log-n 10 || return 1
     head -c 1500000 /dev/urandom > "$src/g1"
     expect_exit 0 env COFFER_PASSWORD="$p1" "$COFFER" --repo "$r" backup "$src" -q || return 1
+    expect_exit 0 env COFFER_PASSWORD="$p1" "$COFFER" --repo "$r" wal-push "$TMP/$seg1" || return 1
     cp -a "$src" "$TMP/gstate2"
     expect_exit 0 env COFFER_PASSWORD="$p1" COFFER_NEW_PASSWORD="$p2" "$COFFER" --repo "$r" key rotate --kdf-log-n 10 || return 1
     rm "$src/g0"
@@ -173,6 +194,8 @@ case_generations() {
     local retired
     retired=$(json_get "$OUT" "j['generations_retired']")
     check "rewrite --generation 1 did not retire generation 1 ($retired)" test "$retired" = 1
+    check "rewrite --generation 1 did not re-seal the one archive object of generation 1" \
+        test "$(json_get "$OUT" "j['archive_resealed']")" = 1
     after=$(gen_counts "$p2" "$r")
     echo "# packs by generation after rewrite --generation 1: $after"
     check "generation 0's pack count changed: '$before' -> '$after'" test "${before%% *}" = "${after%% *}"
@@ -180,8 +203,9 @@ case_generations() {
     object_gens "$r" | sort > "$TMP/gens.after"
     check "a pack of generation 0 or 2 was rewritten or removed" \
         bash -c "comm -23 <(grep -E '^data .* (0|2)\$' '$TMP/gens.before') '$TMP/gens.after' | grep -q . && exit 1 || exit 0"
-    check "a snapshot of generation 0 was re-sealed" \
-        bash -c "comm -23 <(grep -E '^snapshots .* 0\$' '$TMP/gens.before') '$TMP/gens.after' | grep -q . && exit 1 || exit 0"
+    check "a snapshot or archive object of generation 0 was re-sealed" \
+        bash -c "comm -23 <(grep -E '^(snapshots|archive) .* 0\$' '$TMP/gens.before') '$TMP/gens.after' | grep -q . && exit 1 || exit 0"
+    check "the archive object of generation 1 is not under generation 2 now" grep -q "^archive $seg1 2\$" "$TMP/gens.after"
     check "an object of generation 1 remains" bash -c "! grep -q ' 1\$' '$TMP/gens.after'"
     expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" key list --json || return 1
     check "the key in use still holds generation 1" \
@@ -205,7 +229,8 @@ case_generations() {
     after=$(gen_counts "$p2" "$r")
     check "packs of another generation than 2 remain: '$after'" bash -c "[[ '$after' =~ ^2:[1-9][0-9]*\$ ]]"
     object_gens "$r" > "$TMP/gens.final"
-    check "a pack or snapshot is sealed under another generation than 2" bash -c "! grep -vq ' 2\$' '$TMP/gens.final'"
+    check "a pack, snapshot or archive object is sealed under another generation than 2" bash -c "! grep -vq ' 2\$' '$TMP/gens.final'"
+    check "not two archive objects in the final listing" test "$(grep -c '^archive ' "$TMP/gens.final")" = 2
 
     # old secrets open nothing
     expect_exit 11 env COFFER_PASSWORD="$p0" "$COFFER" --repo "$r" snapshots || return 1
@@ -220,6 +245,11 @@ case_generations() {
         check "snapshot $n does not restore bit-identical" diff -r "$TMP/gstate$n" "$TMP/grest$n$src"
     done
     check "not three snapshots ($n)" test "$n" = 3
+    # the archived logs come back bit-identical under the only generation left
+    for id in "$seg0" "$seg1"; do
+        expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" wal-fetch "$id" "$TMP/fetched-$id" || return 1
+        check "WAL segment $id does not come back bit-identical" cmp -s "$TMP/$id" "$TMP/fetched-$id"
+    done
     expect_exit 0 env COFFER_PASSWORD="$p2" "$COFFER" --repo "$r" check --read-data || return 1
 }
 

@@ -1,7 +1,8 @@
 /*
  * rewrite.c - re-encryption after a key rotation: repack old-generation packs (all older
- * generations, or one), re-seal the index and snapshot documents under the current
- * generation, then retire the generations nothing uses any more from the key slot in use.
+ * generations, or one), re-seal the index, snapshot documents and archive objects under the
+ * current generation, then retire the generations nothing uses any more from the key slot in
+ * use.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,12 +76,13 @@ int cf_rewrite_reencrypt(cf_repo *r, const cf_credential *cred, const cf_prune_o
         goto out;
     if (po.dry_run)
         goto out;
-    if ((rc = reseal_snapshots(r, po.only_generation ? po.generation : UINT32_MAX,
-                               &st.snapshots_resealed)))
+    uint32_t only = po.only_generation ? po.generation : UINT32_MAX;
+    if ((rc = reseal_snapshots(r, only, &st.snapshots_resealed)))
+        goto out;
+    if ((rc = cf_archive__reseal(r, only, &st.archive_resealed)))
         goto out;
     /* nothing needs the re-encrypted generations now: the slot in use drops them, unless
-     * something rewrite does not re-seal (archive objects) or another key slot still writes
-     * under one */
+     * another key slot still writes under one */
     uint32_t gens[CF_MAX_GENERATIONS], ng = 0;
     for (uint32_t i = 0; i < r->mk.ngens; i++) {
         uint32_t gen = r->mk.gen_ids[i];

@@ -176,3 +176,64 @@ int cf_archive_remove(cf_repo *r, const char *kind, const char *name)
         return rc;
     return cf_storage_remove(r->st, path);
 }
+
+typedef struct {
+    cf_repo *r;
+    uint32_t only;
+    uint64_t *count;
+    cf_buf plain, sealed;
+} reseal_ctx;
+
+/* Re-seal the archive object at name (a full path) if an older generation seals it. The new
+ * object replaces the old atomically; both hold the same plaintext, so a reader at any moment
+ * gets valid content and a retried push of the same bytes still matches. */
+static int reseal_one(const char *name, uint64_t size, void *payload)
+{
+    reseal_ctx *c = payload;
+    cf_repo *r = c->r;
+    if (size < 16)
+        return 0;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    int rc = cf_storage_get(r->st, name, 0, 16, &data, &len);
+    if (rc == CF_ENOTFOUND) {
+        free(data);
+        return 0; /* removed meanwhile (pg expire) */
+    }
+    if (rc)
+        return rc;
+    uint32_t gen = len == 16 && memcmp(data, "CFOB", 4) == 0 ? cf_le32_get(data + 12) : r->mk.gen;
+    free(data);
+    data = NULL;
+    /* boxed objects of write-only clients belong to no generation */
+    if (gen == r->mk.gen || gen == CF_GEN_BOX || gen == CF_GEN_INDEX ||
+        (c->only != UINT32_MAX && gen != c->only))
+        return 0;
+    if ((rc = cf_storage_get(r->st, name, 0, 0, &data, &len)))
+        return rc == CF_ENOTFOUND ? 0 : rc;
+    size_t off = 0;
+    cf_buf_reset(&c->plain);
+    cf_buf_reset(&c->sealed);
+    rc = cf_repo__open_object(&c->plain, r, CF_OBJ_ARCHIVE, data, len, name);
+    free(data);
+    if (rc == 0)
+        rc = check_name(&c->plain, name + strlen("archive/"), &off, name);
+    if (rc == 0)
+        rc = cf_repo__seal_object(&c->sealed, r, CF_OBJ_ARCHIVE, c->plain.data, c->plain.len);
+    if (rc == 0)
+        rc = cf_storage_put(r->st, name, c->sealed.data, c->sealed.len, 0);
+    if (rc == 0)
+        (*c->count)++;
+    return rc;
+}
+
+int cf_archive__reseal(cf_repo *r, uint32_t only, uint64_t *count)
+{
+    reseal_ctx c = {.r = r, .only = only, .count = count};
+    cf_buf_init(&c.plain, 0);
+    cf_buf_init(&c.sealed, 0);
+    int rc = cf_storage_list(r->st, "archive/", reseal_one, &c);
+    cf_buf_free(&c.plain);
+    cf_buf_free(&c.sealed);
+    return rc;
+}

@@ -756,10 +756,7 @@ int cf_keys__retire_generation(cf_repo *r, const cf_credential *cred, uint32_t g
                      "%llu packs, %llu snapshots, %llu index files and %llu archive objects",
                      gen, (unsigned long long)u.packs, (unsigned long long)u.snapshots,
                      (unsigned long long)u.index_files, (unsigned long long)u.archive_objects);
-        cf_error_hint(u.archive_objects && !u.packs && !u.snapshots && !u.index_files
-                          ? "archive objects are not re-sealed: retire the generation once they "
-                            "have been removed"
-                          : "run 'coffer rewrite --reencrypt --generation %u' first", gen);
+        cf_error_hint("run 'coffer rewrite --reencrypt --generation %u' first", gen);
         return CF_EINVAL;
     }
     char other[9];

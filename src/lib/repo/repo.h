@@ -314,6 +314,10 @@ int cf_repo__put_object(cf_repo *r, const char *dir, uint8_t type, const void *p
                         char out_name[65]);
 int cf_repo__get_object(cf_buf *out, cf_repo *r, const char *dir, uint8_t type, const char *name);
 
+/* Re-seal under the current generation every archive object sealed under an older one (only
+ * that one, unless only is UINT32_MAX); *count is incremented per object. For rewrite. */
+int cf_archive__reseal(cf_repo *r, uint32_t only, uint64_t *count);
+
 /* Blob id of plaintext. */
 void cf_repo__blob_id(const cf_repo *r, cf_id *out, const void *data, size_t len);
 /* Store a blob unless the index has it. *out_added is the stored size (0 if deduplicated). */
