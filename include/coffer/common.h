@@ -4,6 +4,7 @@
 #ifndef COFFER_COMMON_H
 #define COFFER_COMMON_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,6 +54,13 @@ int cf_error_exit_code(int code);
 
 /* Map an errno to the closest error code (ENOENT -> NOTFOUND, ENOSPC -> NOSPACE, ...). */
 int cf_error_from_errno(int err);
+
+/* ---- cancellation ---- */
+/* Ask the running operation to stop: async-signal-safe, for a SIGINT/SIGTERM handler. A
+ * restore stops after the piece of data it is writing, removes its unfinished files and
+ * returns CF_ECANCELLED. */
+void cf_cancel(void);
+bool cf_cancel_requested(void);
 
 /* ---- time ---- */
 int64_t cf_now_ns(void);            /* CLOCK_REALTIME in ns */

@@ -65,6 +65,10 @@ typedef struct {
 void cli_strs_push(cli_strs *l, const char *s);
 void cli_strs_free(cli_strs *l);
 
+/* SIGINT, SIGTERM and SIGHUP ask the running operation to stop cleanly (cf_cancel); a second
+ * one ends the process. Signals ignored on purpose stay ignored. */
+void cli_cancel_on_signals(void);
+
 int cmd_init(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_snapshots(int argc, char **argv);

@@ -136,6 +136,7 @@ int cmd_restore(int argc, char **argv)
     char *spec = argv[optind];
     if ((rc = resolve(repo, spec, &snap, &o.subpath, &f)) == 0) {
         cf_restore_stats st;
+        cli_cancel_on_signals();
         int rrc = cf_restore(repo, snap, &o, &st);
         if (g.tty && !g.quiet && !g.json)
             fputs("\r\033[K", stderr);

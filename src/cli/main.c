@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -154,6 +155,28 @@ void cli_strs_free(cli_strs *l)
 {
     free(l->v);
     memset(l, 0, sizeof(*l));
+}
+
+static void on_cancel_signal(int sig)
+{
+    (void)sig;
+    cf_cancel();
+}
+
+void cli_cancel_on_signals(void)
+{
+    static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+        struct sigaction old;
+        if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_IGN)
+            continue; /* ignored on purpose (nohup, a background job): keep it so */
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_cancel_signal;
+        sa.sa_flags = SA_RESETHAND; /* a second signal ends the process at once */
+        sigemptyset(&sa.sa_mask);
+        sigaction(sigs[i], &sa, NULL);
+    }
 }
 
 static int cmd_version(int argc, char **argv)

@@ -4,7 +4,9 @@
 # of the tree's size, run the backup again and require that it stores less than 40 % of the
 # data again (the killed run's checkpointed packs are reused). The final snapshot restores
 # identically, check --read-data passes, and prune then removes everything no snapshot
-# references (the killed run's unindexed packs and partial files).
+# references (the killed run's unindexed packs and partial files). An interrupted restore
+# (SIGTERM) exits 130 and leaves only complete files under real names; interrupted with
+# --overwrite, every file it had not replaced yet is still the one that was there.
 #
 # Prints the measured figures. Scaled down under ASan (COFFER_BIN with "asan").
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 1
@@ -104,9 +106,98 @@ case_prune() {
     case_restore
 }
 
+# Start a restore in the background, send SIGTERM once ready_fn succeeds, and wait: sets
+# STOP_RC to its exit code. Args: output file, ready_fn, restore arguments...
+STOP_RC=0
+restore_stopped() {
+    local out=$1 ready=$2 pid
+    shift 2
+    "$COFFER" restore latest "$@" >"$out" 2>&1 &
+    pid=$!
+    BG_PIDS+=("$pid")
+    while kill -0 "$pid" 2>/dev/null; do
+        if "$ready"; then
+            kill -TERM "$pid" 2>/dev/null
+            break
+        fi
+        sleep 0.005
+    done
+    STOP_RC=0
+    wait "$pid" 2>/dev/null || STOP_RC=$?
+}
+
+# a quarter of the tree written into $TMP/rstop
+quarter_written() {
+    local s
+    s=$(du -sb "$TMP/rstop" 2>/dev/null | cut -f1)
+    [[ -n "$s" && $s -ge $((TOTAL / 4)) ]]
+}
+
+case_restore_interrupted() {
+    local t="$TMP/rstop" f whole=0
+    restore_stopped "$TMP/rstop.out" quarter_written --target "$t"
+    if [[ $STOP_RC -ne 130 ]]; then
+        note "the restore was not interrupted mid-way (exit $STOP_RC): $(tail -n 2 "$TMP/rstop.out")"
+        return 1
+    fi
+    check "the interruption is not reported" grep -q "interrupted" "$TMP/rstop.out"
+    check "temporary files left behind: $(find "$t" -name '.coffer-restore-*' | head -n 3)" \
+        test -z "$(find "$t" -name '.coffer-restore-*')"
+    for f in "$t$SRC"/*; do
+        [[ -e "$f" ]] || continue
+        check "${f##*/} is under its name but not complete" cmp -s "$f" "$SRC/${f##*/}"
+        whole=$((whole + 1))
+    done
+    echo "measured: interrupted restore left $whole complete files of $NFILES, none partial"
+    # the same restore, run again with --overwrite, completes the tree
+    expect_exit 0 cf restore latest --target "$t" --overwrite || return 1
+    assert_same_tree "$SRC" "$t$SRC"
+}
+
+# the first file restore --overwrite replaced (its inode changed)
+one_replaced() {
+    local f
+    for f in "$TMP/rover$SRC"/*; do
+        [[ "$(stat -c %i "$f" 2>/dev/null)" == "${INODES[${f##*/}]}" ]] || return 0
+    done
+    return 1
+}
+
+declare -A INODES
+case_overwrite_interrupted() {
+    local t="$TMP/rover" f replaced=0 kept=0
+    expect_exit 0 cf restore latest --target "$t" || return 1
+    # local edits a restore --overwrite is asked to undo
+    for f in "$t$SRC"/*; do
+        printf 'local edit' >>"$f"
+        cp "$f" "$TMP/edited-${f##*/}"
+        INODES[${f##*/}]=$(stat -c %i "$f")
+    done
+    restore_stopped "$TMP/rover.out" one_replaced --target "$t" --overwrite --threads 1
+    if [[ $STOP_RC -ne 130 ]]; then
+        note "the restore was not interrupted mid-way (exit $STOP_RC): $(tail -n 2 "$TMP/rover.out")"
+        return 1
+    fi
+    for f in "$t$SRC"/*; do
+        if cmp -s "$f" "$SRC/${f##*/}"; then
+            replaced=$((replaced + 1))
+        elif cmp -s "$f" "$TMP/edited-${f##*/}"; then
+            kept=$((kept + 1))
+        else
+            note "${f##*/} is neither the snapshot's version nor the one it replaced"
+        fi
+    done
+    echo "measured: interrupted restore --overwrite: $replaced files replaced, $kept untouched"
+    check "not every file is there ($((replaced + kept)) of $NFILES)" test $((replaced + kept)) = "$NFILES"
+    check "no file was left as it was" test "$kept" -gt 0
+    check "temporary files left behind" test -z "$(find "$t" -name '.coffer-restore-*')"
+}
+
 run_case "backup killed at ~70 % of the data" case_kill_at_70
 run_case "check --read-data after the kill" case_check_after_kill
 run_case "resumed backup stores < 40 % again" case_resume
 run_case "final snapshot restores identically" case_restore
+run_case "restore interrupted by SIGTERM: exit 130, only complete files" case_restore_interrupted
+run_case "restore --overwrite interrupted: files not yet replaced are intact" case_overwrite_interrupted
 run_case "prune removes what no snapshot references" case_prune
 finish

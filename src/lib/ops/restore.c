@@ -2,12 +2,16 @@
  * restore.c - the restore verb: recreate a snapshot's tree under a target directory through
  * directory file descriptors (never following a symlink out of the target), write file
  * contents at their offsets leaving holes sparse, and apply metadata, directories last.
- * Also dump (one file to a descriptor).
+ * A file is written under a temporary name and renamed over its own once complete, so a
+ * failed or interrupted restore leaves no half-written file under a real name and, with
+ * --overwrite, the file it replaces stays intact until then. Also dump (one file to a
+ * descriptor).
  */
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -23,8 +27,9 @@ typedef struct {
 } link_rec;
 
 typedef struct fjob {
-    int fd;       /* the file, written by a worker; -1: the worker creates it */
+    int fd;       /* the file, written by a worker; -1: the worker creates it as tmp */
     int dirfd;    /* its directory, to remove it on failure */
+    char tmp[64]; /* the name it is written under, renamed to its own once complete */
     cf_node node; /* a copy: the tree it came from is freed before the job runs */
     char *path;   /* for messages */
 } fjob;
@@ -148,8 +153,22 @@ static void apply_meta_fd(rctx *c, int fd, const cf_node *n, const char *path)
         rreport(c, path, "unable to set times: %s", strerror(errno));
 }
 
-/* Make room for name in dirfd when overwriting; fail when it exists otherwise. */
-static int clear_slot(rctx *c, int dirfd, const char *name, const char *path, bool want_dir)
+static atomic_ulong tmp_counter;
+
+/* Record a fatal error (the first one wins); the walk and the workers stop. */
+static void set_fatal(rctx *c, int code)
+{
+    pthread_mutex_lock(&c->mu);
+    if (!c->fatal)
+        c->fatal = code;
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* Make room for name in dirfd when overwriting; fail when it exists otherwise. replaced: a
+ * file written elsewhere will be renamed over name, so an existing non-directory stays until
+ * then. */
+static int clear_slot(rctx *c, int dirfd, const char *name, const char *path, bool want_dir,
+                      bool replaced)
 {
     struct stat st;
     if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
@@ -164,6 +183,8 @@ static int clear_slot(rctx *c, int dirfd, const char *name, const char *path, bo
         rreport(c, path, "a directory is in the way of a file");
         return -1;
     }
+    if (replaced)
+        return 0;
     if (unlinkat(dirfd, name, 0) != 0) {
         rreport(c, path, "unable to replace: %s", strerror(errno));
         return -1;
@@ -258,13 +279,18 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
     if (j->fd < 0) {
         /* created here rather than by the walk: creating files is much of a restore's system
          * time, and this way the workers share it */
-        j->fd = openat(j->dirfd, n->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+        snprintf(j->tmp, sizeof(j->tmp), ".coffer-restore-%ld-%lu", (long)getpid(),
+                 atomic_fetch_add(&tmp_counter, 1));
+        j->fd = openat(j->dirfd, j->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
                        0600);
         if (j->fd < 0) {
+            j->tmp[0] = '\0';
             rreport(c, path, "unable to create: %s", strerror(errno));
             return;
         }
     }
+    /* the name being written: the temporary one, or (hard links) the file's own */
+    const char *wname = j->tmp[0] ? j->tmp : n->name;
     int fd = j->fd;
     uint64_t off = 0;
     bool failed = false;
@@ -274,13 +300,15 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
             off += it->len;
             continue;
         }
+        if (cf_cancel_requested()) {
+            set_fatal(c, CF_ECANCELLED);
+            failed = true;
+            break;
+        }
         cf_buf_reset(blob);
         int rc = cf_repo__read_blob_window(blob, c->r, &it->id, CF_BLOB_DATA, win);
         if (rc == CF_ENOMEM) {
-            pthread_mutex_lock(&c->mu);
-            if (!c->fatal)
-                c->fatal = rc;
-            pthread_mutex_unlock(&c->mu);
+            set_fatal(c, rc);
             failed = true;
             break;
         }
@@ -307,14 +335,9 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
                 if (k < 0) {
                     int e = errno;
                     rreport(c, path, "unable to write: %s", strerror(e));
-                    if (e == ENOSPC || e == EDQUOT) {
-                        int code = cf_error_set(CF_ENOSPACE, e, "unable to write '%s': %s", path,
-                                                strerror(e));
-                        pthread_mutex_lock(&c->mu);
-                        if (!c->fatal)
-                            c->fatal = code;
-                        pthread_mutex_unlock(&c->mu);
-                    }
+                    if (e == ENOSPC || e == EDQUOT)
+                        set_fatal(c, cf_error_set(CF_ENOSPACE, e, "unable to write '%s': %s",
+                                                  path, strerror(e)));
                     failed = true;
                     break;
                 }
@@ -344,11 +367,17 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
             /* removed below anyway */
         }
         close(fd);
-        unlinkat(j->dirfd, n->name, 0);
+        unlinkat(j->dirfd, wname, 0);
         return;
     }
     apply_meta_fd(c, fd, n, path);
     close(fd);
+    /* complete: now it takes its name (replacing the file there with --overwrite) */
+    if (j->tmp[0] && renameat(j->dirfd, j->tmp, j->dirfd, n->name) != 0) {
+        rreport(c, path, "unable to rename the restored file into place: %s", strerror(errno));
+        unlinkat(j->dirfd, j->tmp, 0);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     c->st.files++;
     c->prog.files_done++;
@@ -443,7 +472,7 @@ static int submit_file(rctx *c, int fd, int dirfd, const cf_node *n, const char 
 
 static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, const char *path)
 {
-    if (clear_slot(c, dirfd, n->name, path, false))
+    if (clear_slot(c, dirfd, n->name, path, false, n->nlink <= 1))
         return 0;
     /* hard links: a second name for an inode already created */
     if (n->nlink > 1) {
@@ -525,7 +554,7 @@ static void stop_workers(rctx *c)
 static void restore_special(rctx *c, int dirfd, const cf_node *n, const char *path)
 {
     int r = 0;
-    if (clear_slot(c, dirfd, n->name, path, false))
+    if (clear_slot(c, dirfd, n->name, path, false, false))
         return;
     switch (n->type) {
     case CF_NODE_SYMLINK:
@@ -625,6 +654,10 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
     }
     for (size_t i = 0; i < t.count && rc == 0 && !get_fatal(c); i++) {
         const cf_node *n = &t.nodes[i];
+        if (cf_cancel_requested()) {
+            set_fatal(c, CF_ECANCELLED);
+            break;
+        }
         char *sp = cf_ops__join(*spath ? spath : "/", n->name, n->name_len);
         char *rp = *rel ? cf_ops__join(rel, n->name, n->name_len) : cf_strndup(n->name, n->name_len);
         if (!sp || !rp) {
@@ -637,7 +670,7 @@ static int restore_tree(rctx *c, int dirfd, const char *rel, const char *spath, 
         if (n->type == CF_NODE_DIR) {
             if (cf_ops__match_any(c->o->excludes, sp))
                 goto next;
-            if (clear_slot(c, dirfd, n->name, sp, true))
+            if (clear_slot(c, dirfd, n->name, sp, true, false))
                 goto next;
             bool created = mkdirat(dirfd, n->name, 0700) == 0;
             if (!created && errno != EEXIST) {
@@ -834,6 +867,11 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
     apply_dir_metas(&c);
     if (rc == 0 && c.fatal)
         rc = c.fatal;
+    if (rc == CF_ECANCELLED)
+        cf_error_set(CF_ECANCELLED, 0,
+                     "restore of snapshot %.8s interrupted: %llu files restored, the unfinished "
+                     "ones removed",
+                     snap->id, (unsigned long long)c.st.files);
     if (rc == 0 && c.unverified && !c.damaged)
         rc = cf_error_set(CF_EVERIFY, 0,
                           "%llu restored files did not read back as written (snapshot %.8s): "

@@ -6,6 +6,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -177,6 +178,18 @@ int64_t cf_now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static atomic_int cancel_flag; /* lock-free: safe to set from a signal handler */
+
+void cf_cancel(void)
+{
+    atomic_store_explicit(&cancel_flag, 1, memory_order_relaxed);
+}
+
+bool cf_cancel_requested(void)
+{
+    return atomic_load_explicit(&cancel_flag, memory_order_relaxed) != 0;
 }
 
 double cf_mono_seconds(void)
