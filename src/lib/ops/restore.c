@@ -26,6 +26,13 @@ typedef struct {
     char *rel; /* path relative to the target root */
 } link_rec;
 
+/* A further name of a hard-linked file, made once the workers have written the first. */
+typedef struct {
+    char *rel;    /* the new name, relative to the target root */
+    char *target; /* the first name (links[].rel) */
+    char *path;   /* for messages */
+} pending_link;
+
 typedef struct fjob {
     int fd;       /* the file, written by a worker; -1: the worker creates it as tmp */
     int dirfd;    /* its directory, to remove it on failure */
@@ -59,6 +66,8 @@ typedef struct {
     cf_pack_window win; /* read-ahead over packs, shared by the workers */
     link_rec *links;
     size_t nlinks, links_cap;
+    pending_link *plinks;
+    size_t nplinks, plinks_cap;
     cf_progress prog;
     double last_progress;
     int fatal;
@@ -289,7 +298,7 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
             return;
         }
     }
-    /* the name being written: the temporary one, or (hard links) the file's own */
+    /* the name being written: the temporary one, or one created by the walk */
     const char *wname = j->tmp[0] ? j->tmp : n->name;
     int fd = j->fd;
     uint64_t off = 0;
@@ -470,51 +479,95 @@ static int submit_file(rctx *c, int fd, int dirfd, const cf_node *n, const char 
     return 0;
 }
 
+static int defer_link(rctx *c, const char *rel, const char *target, const char *path)
+{
+    if (c->nplinks == c->plinks_cap) {
+        size_t ncap = c->plinks_cap ? c->plinks_cap * 2 : 16;
+        pending_link *p = cf_realloc(c->plinks, ncap * sizeof(*p));
+        if (!p)
+            return CF_ENOMEM;
+        c->plinks = p;
+        c->plinks_cap = ncap;
+    }
+    pending_link *l = &c->plinks[c->nplinks];
+    l->rel = cf_strdup(rel);
+    l->target = cf_strdup(target);
+    l->path = cf_strdup(path);
+    if (!l->rel || !l->target || !l->path) {
+        free(l->rel);
+        free(l->target);
+        free(l->path);
+        return cf_error_set(CF_ENOMEM, 0, "out of memory remembering hard link '%s'", path);
+    }
+    c->nplinks++;
+    return 0;
+}
+
 static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, const char *path)
 {
-    if (clear_slot(c, dirfd, n->name, path, false, n->nlink <= 1))
+    if (clear_slot(c, dirfd, n->name, path, false, true))
         return 0;
-    /* hard links: a second name for an inode already created */
     if (n->nlink > 1) {
-        for (size_t i = 0; i < c->nlinks; i++) {
-            if (c->links[i].dev == n->dev && c->links[i].inode == n->inode) {
-                if (linkat(c->rootfd, c->links[i].rel, dirfd, n->name, 0) == 0) {
-                    pthread_mutex_lock(&c->mu);
-                    c->st.files++;
-                    pthread_mutex_unlock(&c->mu);
-                    return 0;
-                }
-                break; /* fall back to writing a copy */
-            }
-        }
-    }
-    if (n->nlink <= 1)
-        return submit_file(c, -1, dirfd, n, path); /* the worker creates it */
-    int fd = openat(dirfd, n->name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        rreport(c, path, "unable to create: %s", strerror(errno));
-        return 0;
-    }
-    if (n->nlink > 1) {
+        /* hard links: a further name for an inode already restored is linked at the end */
+        for (size_t i = 0; i < c->nlinks; i++)
+            if (c->links[i].dev == n->dev && c->links[i].inode == n->inode)
+                return defer_link(c, rel, c->links[i].rel, path);
         if (c->nlinks == c->links_cap) {
             size_t ncap = c->links_cap ? c->links_cap * 2 : 16;
             link_rec *p = cf_realloc(c->links, ncap * sizeof(*p));
-            if (!p) {
-                close(fd);
+            if (!p)
                 return CF_ENOMEM;
-            }
             c->links = p;
             c->links_cap = ncap;
         }
-        if (!(c->links[c->nlinks].rel = cf_strdup(rel))) {
-            close(fd);
+        if (!(c->links[c->nlinks].rel = cf_strdup(rel)))
             return CF_ENOMEM;
-        }
         c->links[c->nlinks].dev = n->dev;
         c->links[c->nlinks].inode = n->inode;
         c->nlinks++;
     }
-    return submit_file(c, fd, dirfd, n, path);
+    return submit_file(c, -1, dirfd, n, path); /* the worker creates it */
+}
+
+/* Make the further names of hard-linked files, once the workers have written the first ones:
+ * each is linked under a temporary name and renamed into place, like a file. */
+static void make_pending_links(rctx *c)
+{
+    for (size_t i = 0; i < c->nplinks; i++) {
+        pending_link *l = &c->plinks[i];
+        if (get_fatal(c) == 0) {
+            const char *slash = strrchr(l->rel, '/');
+            const char *name = slash ? slash + 1 : l->rel;
+            char *dir = slash ? cf_strndup(l->rel, (size_t)(slash - l->rel)) : NULL;
+            int dfd = slash ? (dir ? openat(c->rootfd, dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+                                                                O_CLOEXEC)
+                                   : -1)
+                            : dup(c->rootfd);
+            char tmp[64];
+            snprintf(tmp, sizeof(tmp), ".coffer-restore-%ld-%lu", (long)getpid(),
+                     atomic_fetch_add(&tmp_counter, 1));
+            if (dfd < 0) {
+                rreport(c, l->path, "unable to open its directory: %s", strerror(errno));
+            } else if (linkat(c->rootfd, l->target, dfd, tmp, 0) != 0) {
+                rreport(c, l->path, "unable to link to '%s': %s", l->target,
+                        errno == ENOENT ? "that file was not restored" : strerror(errno));
+            } else if (renameat(dfd, tmp, dfd, name) != 0) {
+                rreport(c, l->path, "unable to rename the link into place: %s", strerror(errno));
+                unlinkat(dfd, tmp, 0);
+            } else {
+                c->st.files++;
+            }
+            if (dfd >= 0)
+                close(dfd);
+            free(dir);
+        }
+        free(l->rel);
+        free(l->target);
+        free(l->path);
+    }
+    free(c->plinks);
+    c->plinks = NULL;
+    c->nplinks = c->plinks_cap = 0;
 }
 
 static int start_workers(rctx *c, unsigned n)
@@ -864,6 +917,8 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
         restore_special(&c, c.rootfd, &top, o->subpath);
     }
     stop_workers(&c);
+    if (rc == 0)
+        make_pending_links(&c);
     apply_dir_metas(&c);
     if (rc == 0 && c.fatal)
         rc = c.fatal;
@@ -887,8 +942,11 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
                           (unsigned long long)c.st.errors, snap->id);
 out:
     stop_workers(&c);
-    if (c.rootfd >= 0)
+    if (c.rootfd >= 0) {
+        c.fatal = c.fatal ? c.fatal : CF_EGENERIC; /* only release what was recorded */
+        make_pending_links(&c);
         apply_dir_metas(&c);
+    }
     cf_repo_unlock(repo);
     c.st.seconds = cf_mono_seconds() - t0;
     if (out_stats)
