@@ -374,6 +374,20 @@ static void test_purge_spares_live_writers(void **state)
     write_file("repo/archive/pgwal/.tmp-2147483647-3-4", "young push");
     write_file("repo/locks/.tmp-2147483647-5-6", "old lock");
     age_file("repo/locks/.tmp-2147483647-5-6", 2 * 3600);
+    /* this host's writers, named by the host tag: a dead one's lock temporary goes at once,
+     * a live one's stays, and another host's young one stays */
+    char host[256] = "";
+    assert_int_equal(gethostname(host, sizeof(host) - 1), 0);
+    uint32_t tag = 2166136261u; /* FNV-1a of the host name */
+    for (const char *p = host; *p; p++)
+        tag = (tag ^ (uint8_t)*p) * 16777619u;
+    tag = tag ? tag : 1;
+    char *here_dead = cf_asprintf("repo/locks/.tmp-2147483647-h%08x-7-8", tag);
+    char *here_live = cf_asprintf("repo/locks/.tmp-%ld-h%08x-7-8", (long)getpid(), tag);
+    char *other_dead = cf_asprintf("repo/locks/.tmp-2147483647-h%08x-7-8", tag ^ 1u);
+    write_file(here_dead, "dead");
+    write_file(here_live, "live");
+    write_file(other_dead, "other");
 
     uint64_t n = 0, bytes = 0;
     assert_int_equal(cf_storage_purge_tmp(st, &n, &bytes), 0);
@@ -385,8 +399,14 @@ static void test_purge_spares_live_writers(void **state)
     assert_true(exists(mine_pack));
     assert_true(exists("repo/locks/.tmp-2147483647-3-4"));
     assert_true(exists("repo/archive/pgwal/.tmp-2147483647-3-4"));
-    assert_int_equal(n, 4);
-    assert_int_equal(bytes, 4 + 4 + 6 + 8);
+    assert_false(exists(here_dead));
+    assert_true(exists(here_live));
+    assert_true(exists(other_dead));
+    assert_int_equal(n, 5);
+    assert_int_equal(bytes, 4 + 4 + 6 + 8 + 4);
+    free(here_dead);
+    free(here_live);
+    free(other_dead);
     /* the objects themselves are untouched */
     assert_true(exists("repo/data/ab/abcd"));
     assert_true(exists("repo/locks/l1"));

@@ -31,6 +31,8 @@ typedef struct {
 
 static atomic_ulong tmp_counter;
 
+static uint32_t host_tag(void);
+
 /* strerror that is thread-safe (GNU strerror_r may return a static string or use buf). */
 static const char *errstr(int err, char *buf, size_t n)
 {
@@ -338,8 +340,8 @@ static int local_put(void *self, const char *name, const void *data, size_t len,
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         unsigned long n = atomic_fetch_add(&tmp_counter, 1);
-        snprintf(tmp, sizeof(tmp), TMP_PREFIX "%ld-%lu-%lx", (long)getpid(), n,
-                 (unsigned long)ts.tv_nsec ^ (unsigned long)ts.tv_sec);
+        snprintf(tmp, sizeof(tmp), TMP_PREFIX "%ld-h%08x-%lu-%lx", (long)getpid(), host_tag(),
+                 n, (unsigned long)ts.tv_nsec ^ (unsigned long)ts.tv_sec);
         fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         if (fd < 0 && (errno != EEXIST || attempt >= 16)) {
             rc = fail_write(l, name, errno);
@@ -396,11 +398,32 @@ out:
 
 /* Writers that publish without holding the repository lock: lock acquisition (locks/) and
  * archive pushes such as wal-push (archive/). Their temporaries may belong to a live process on
- * another host, so they are only removed once they are this old. */
+ * another host, so unless they name this host they are only removed once they are this old. */
 #define UNLOCKED_TMP_AGE (60 * 60)
 
-/* Whether the process that named the temporary ".tmp-[pack-]PID-..." still runs on this host. */
-static bool tmp_writer_alive(const char *name)
+/* This host, as 8 hex digits in temporary names (".tmp-PID-hXXXXXXXX-..."), so that a purge
+ * can tell its own host's writers, whose liveness it can check, from other hosts'. */
+static uint32_t host_tag(void)
+{
+    static atomic_uint tag; /* 0: not computed yet */
+    uint32_t t = atomic_load(&tag);
+    if (t)
+        return t;
+    char host[256] = "";
+    if (gethostname(host, sizeof(host) - 1) != 0)
+        host[0] = '\0';
+    t = 2166136261u; /* FNV-1a */
+    for (const char *p = host; *p; p++)
+        t = (t ^ (uint8_t)*p) * 16777619u;
+    t = t ? t : 1;
+    atomic_store(&tag, t);
+    return t;
+}
+
+/* A temporary ".tmp-[pack-]PID-[hTAG-]..." that a live writer may still publish: one of this
+ * host whose process runs; in an unlocked area also any young one of another (or an unnamed)
+ * host. */
+static bool tmp_in_use(const char *name, bool unlocked, time_t age)
 {
     const char *p = name + strlen(TMP_PREFIX);
     if (strncmp(p, "pack-", 5) == 0)
@@ -408,13 +431,22 @@ static bool tmp_writer_alive(const char *name)
     char *end;
     errno = 0;
     long pid = strtol(p, &end, 10);
-    if (errno || end == p || *end != '-' || pid <= 0 || pid > 0x7fffffffL)
-        return false;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+    bool has_pid = !errno && end != p && *end == '-' && pid > 0 && pid <= 0x7fffffffL;
+    bool here = false;
+    if (has_pid && end[1] == 'h') {
+        char *tend;
+        unsigned long tag = strtoul(end + 2, &tend, 16);
+        here = tend == end + 10 && *tend == '-' && tag == host_tag();
+    }
+    bool alive = has_pid && (kill((pid_t)pid, 0) == 0 || errno == EPERM);
+    if (here)
+        return alive;
+    if (unlocked)
+        return age <= UNLOCKED_TMP_AGE;
+    return alive;
 }
 
-/* Remove ".tmp-*" files below dfd (recursively, bounded depth) that no live writer owns: not
- * those of a process still running here, and in unlocked areas only old ones. */
+/* Remove ".tmp-*" files below dfd (recursively, bounded depth) that no live writer owns. */
 static void purge_dir(int dfd, int depth, bool unlocked, uint64_t *removed, uint64_t *bytes)
 {
     if (depth > LIST_MAX_DEPTH)
@@ -444,8 +476,7 @@ static void purge_dir(int dfd, int depth, bool unlocked, uint64_t *removed, uint
             }
         } else if (S_ISREG(st.st_mode) &&
                    strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0 &&
-                   !tmp_writer_alive(de->d_name) &&
-                   (!unlocked || now - st.st_mtime > UNLOCKED_TMP_AGE) &&
+                   !tmp_in_use(de->d_name, unlocked, now - st.st_mtime) &&
                    unlinkat(dfd, de->d_name, 0) == 0) {
             (*removed)++;
             *bytes += (uint64_t)st.st_size;
