@@ -100,6 +100,10 @@ const char *cf_storage_display(const cf_storage *st);
 const char *cf_storage_scheme(const cf_storage *st);
 unsigned cf_storage_features(const cf_storage *st);
 
+/* Whether name is a valid object name (not a temporary, no "." or ".." component, ...):
+ * drivers listing a store skip keys that are not. */
+bool cf_storage_name_valid(const char *name);
+
 int cf_storage_put(cf_storage *st, const char *name, const void *data, size_t len, unsigned flags);
 int cf_storage_get(cf_storage *st, const char *name, uint64_t offset, uint64_t length,
                    uint8_t **out, size_t *out_len);

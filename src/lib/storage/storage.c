@@ -209,6 +209,11 @@ static const char *name_problem(const char *name, bool is_prefix)
     return NULL;
 }
 
+bool cf_storage_name_valid(const char *name)
+{
+    return name && name_problem(name, false) == NULL;
+}
+
 static int check_name(const cf_storage *st, const char *name, bool is_prefix)
 {
     if (!name)

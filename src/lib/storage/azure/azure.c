@@ -17,6 +17,7 @@
 #include "coffer/sys/storage.h"
 #include "storage/azure/azure.h"
 #include "storage/http/http.h"
+#include "storage/http/listing.h"
 #include "storage/http/xml.h"
 #include "util/util.h"
 
@@ -665,39 +666,6 @@ static int az_remove(void *self, const char *name)
 
 /* ---- list ---- */
 
-typedef struct {
-    char *name;
-    uint64_t size;
-} list_item;
-
-typedef struct {
-    const az *a;
-    list_item *items;
-    size_t n, cap;
-    int err;
-} page_ctx;
-
-/* Is rel a name the driver would accept (and not one of its temporary files)? */
-static bool listable(const char *rel)
-{
-    size_t n = strlen(rel);
-    if (n == 0 || n > CF_STORAGE_NAME_MAX || rel[0] == '/' || rel[n - 1] == '/' ||
-        strstr(rel, "//"))
-        return false;
-    const char *p = rel;
-    for (;;) {
-        const char *slash = strchr(p, '/');
-        size_t cl = slash ? (size_t)(slash - p) : strlen(p);
-        if ((cl == 1 && p[0] == '.') || (cl == 2 && p[0] == '.' && p[1] == '.') ||
-            (cl >= 5 && memcmp(p, ".tmp-", 5) == 0))
-            return false;
-        if (!slash)
-            break;
-        p = slash + 1;
-    }
-    return true;
-}
-
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')
@@ -738,62 +706,10 @@ static bool name_encoded(const char *inner, size_t inner_len)
     return false;
 }
 
-static int page_item(const char *inner, size_t inner_len, void *payload)
+/* cf_list_page's fix_name: decode a name the listing gave percent-encoded. */
+static int fix_name(char *name, const char *inner, size_t inner_len)
 {
-    page_ctx *c = payload;
-    char *key = NULL, *size_s = NULL;
-    int rc = cf_xml_text(&key, inner, inner_len, "Name", 4096);
-    if (rc == 0)
-        rc = cf_xml_text(&size_s, inner, inner_len, "Properties/Content-Length", 32);
-    if (rc == 0 && name_encoded(inner, inner_len) && decode_name(key) < 0)
-        rc = CF_EIO;
-    if (rc < 0) {
-        c->err = rc == CF_ENOMEM ? CF_ENOMEM : CF_EIO;
-        goto out;
-    }
-    char *end = NULL;
-    errno = 0;
-    unsigned long long size = strtoull(size_s, &end, 10);
-    if (errno || end == size_s || *end || size_s[0] == '-') {
-        c->err = CF_EIO;
-        rc = -1;
-        goto out;
-    }
-    const char *prefix = c->a->loc.prefix;
-    size_t pl = strlen(prefix);
-    if (strncmp(key, prefix, pl) != 0 || !listable(key + pl))
-        goto out;
-    if (c->n == c->cap) {
-        size_t ncap = c->cap ? c->cap * 2 : 256;
-        list_item *v = cf_realloc(c->items, ncap * sizeof(*v));
-        if (!v) {
-            c->err = CF_ENOMEM;
-            rc = -1;
-            goto out;
-        }
-        c->items = v;
-        c->cap = ncap;
-    }
-    if (!(c->items[c->n].name = cf_strdup(key + pl))) {
-        c->err = CF_ENOMEM;
-        rc = -1;
-        goto out;
-    }
-    c->items[c->n].size = size;
-    c->n++;
-out:
-    free(key);
-    free(size_s);
-    return rc < 0 ? -1 : 0;
-}
-
-static void page_free(page_ctx *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        free(c->items[i].name);
-    free(c->items);
-    c->items = NULL;
-    c->n = c->cap = 0;
+    return name_encoded(inner, inner_len) && decode_name(name) < 0 ? -1 : 0;
 }
 
 /* One List Blobs request. */
@@ -824,7 +740,10 @@ static int az_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
     int rc = 0;
     char *full = cf_asprintf("%s%s", a->loc.prefix, prefix);
     char *marker = NULL;
-    page_ctx page = {.a = a};
+    cf_list_page page = {.prefix = a->loc.prefix,
+                         .name_path = "Name",
+                         .size_path = "Properties/Content-Length",
+                         .fix_name = fix_name};
     cf_http_response resp;
     cf_http_response_init(&resp);
     if (!full)
@@ -840,10 +759,9 @@ static int az_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
         }
         const char *doc = (const char *)resp.body.data;
         size_t dl = resp.body.len;
-        page.err = 0;
-        rc = doc ? cf_xml_each(doc, dl, "EnumerationResults/Blobs/Blob", page_item, &page) : 0;
-        if (rc != 0 || page.err) {
-            rc = page.err == CF_ENOMEM
+        rc = doc ? cf_list_page_parse(&page, doc, dl, "EnumerationResults/Blobs/Blob") : 0;
+        if (rc != 0) {
+            rc = rc == CF_ENOMEM
                      ? CF_ENOMEM
                      : cf_error_set(CF_EIO, 0,
                                     "unable to list '%s' in '%s': malformed List Blobs answer",
@@ -851,10 +769,8 @@ static int az_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
             goto out;
         }
         /* The whole page is parsed before any callback runs, so callbacks may remove. */
-        for (size_t i = 0; i < page.n; i++)
-            if ((rc = cb(page.items[i].name, page.items[i].size, payload)) != 0)
-                goto out;
-        page_free(&page);
+        if ((rc = cf_list_page_emit(&page, cb, payload)) != 0)
+            goto out;
 
         char *next = NULL;
         int nrc = doc ? cf_xml_text(&next, doc, dl, "EnumerationResults/NextMarker", 4096)
@@ -879,7 +795,7 @@ static int az_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
         marker = next;
     }
 out:
-    page_free(&page);
+    cf_list_page_free(&page);
     cf_http_response_free(&resp);
     free(full);
     free(marker);
@@ -968,20 +884,6 @@ out:
     return rc;
 }
 
-static int env_size(uint64_t *out, const char *name, uint64_t def, uint64_t min, uint64_t max)
-{
-    const char *v = getenv(name);
-    *out = def;
-    if (!v || !*v)
-        return 0;
-    uint64_t x;
-    if (cf_parse_size(&x, v) != 0 || x < min || x > max)
-        return cf_error_set(CF_EINVAL, 0, "%s='%s' is not a size from %llu MiB to %llu MiB", name,
-                            v, (unsigned long long)(min / MB), (unsigned long long)(max / MB));
-    *out = x;
-    return 0;
-}
-
 static int load_credentials(az *a)
 {
     const char *acct = getenv("AZURE_STORAGE_ACCOUNT");
@@ -1059,10 +961,10 @@ int cf_storage_azure_new(void **out_self, const char *location, unsigned flags)
         goto out;
     }
     uint64_t list_max;
-    if ((rc = env_size(&a->block_threshold, "COFFER_AZURE_BLOCK_THRESHOLD",
-                       BLOCK_THRESHOLD_DEFAULT, BLOCK_SIZE_MIN, CF_STORAGE_GET_MAX)) < 0 ||
-        (rc = env_size(&a->block_size, "COFFER_AZURE_BLOCK_SIZE", BLOCK_SIZE_DEFAULT,
-                       BLOCK_SIZE_MIN, BLOCK_SIZE_MAX)) < 0)
+    if ((rc = cf_storage_env_size(&a->block_threshold, "COFFER_AZURE_BLOCK_THRESHOLD",
+                                  BLOCK_THRESHOLD_DEFAULT, BLOCK_SIZE_MIN, CF_STORAGE_GET_MAX)) < 0 ||
+        (rc = cf_storage_env_size(&a->block_size, "COFFER_AZURE_BLOCK_SIZE", BLOCK_SIZE_DEFAULT,
+                                  BLOCK_SIZE_MIN, BLOCK_SIZE_MAX)) < 0)
         goto out;
     const char *lm = getenv("COFFER_AZURE_LIST_MAX");
     list_max = LIST_MAX_DEFAULT;

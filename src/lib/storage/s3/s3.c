@@ -16,6 +16,7 @@
 
 #include "coffer/sys/storage.h"
 #include "storage/http/http.h"
+#include "storage/http/listing.h"
 #include "storage/http/xml.h"
 #include "storage/s3/s3.h"
 #include "storage/s3/sigv4.h"
@@ -885,95 +886,6 @@ static int s3_remove(void *self, const char *name)
 
 /* ---- list ---- */
 
-typedef struct {
-    char *name;
-    uint64_t size;
-} list_item;
-
-typedef struct {
-    const s3 *s;
-    list_item *items;
-    size_t n, cap;
-    int err;
-} page_ctx;
-
-/* Is rel a name the driver would accept (and not one of its temporary files)? */
-static bool listable(const char *rel)
-{
-    size_t n = strlen(rel);
-    if (n == 0 || n > CF_STORAGE_NAME_MAX || rel[0] == '/' || rel[n - 1] == '/' ||
-        strstr(rel, "//"))
-        return false;
-    const char *p = rel;
-    for (;;) {
-        const char *slash = strchr(p, '/');
-        size_t cl = slash ? (size_t)(slash - p) : strlen(p);
-        if ((cl == 1 && p[0] == '.') || (cl == 2 && p[0] == '.' && p[1] == '.') ||
-            (cl >= 5 && memcmp(p, ".tmp-", 5) == 0))
-            return false;
-        if (!slash)
-            break;
-        p = slash + 1;
-    }
-    return true;
-}
-
-static int page_item(const char *inner, size_t inner_len, void *payload)
-{
-    page_ctx *c = payload;
-    char *key = NULL, *size_s = NULL;
-    int rc = cf_xml_text(&key, inner, inner_len, "Key", 4096);
-    if (rc == 0)
-        rc = cf_xml_text(&size_s, inner, inner_len, "Size", 32);
-    if (rc < 0) {
-        c->err = rc == CF_ENOMEM ? CF_ENOMEM : CF_EIO;
-        goto out;
-    }
-    char *end = NULL;
-    errno = 0;
-    unsigned long long size = strtoull(size_s, &end, 10);
-    if (errno || end == size_s || *end || size_s[0] == '-') {
-        c->err = CF_EIO;
-        rc = -1;
-        goto out;
-    }
-    const char *prefix = c->s->loc.prefix;
-    size_t pl = strlen(prefix);
-    if (strncmp(key, prefix, pl) != 0 || !listable(key + pl))
-        goto out;
-    if (c->n == c->cap) {
-        size_t ncap = c->cap ? c->cap * 2 : 256;
-        list_item *v = cf_realloc(c->items, ncap * sizeof(*v));
-        if (!v) {
-            c->err = CF_ENOMEM;
-            rc = -1;
-            goto out;
-        }
-        c->items = v;
-        c->cap = ncap;
-    }
-    if (!(c->items[c->n].name = cf_strdup(key + pl))) {
-        c->err = CF_ENOMEM;
-        rc = -1;
-        goto out;
-    }
-    c->items[c->n].size = size;
-    c->n++;
-out:
-    free(key);
-    free(size_s);
-    return rc < 0 ? -1 : 0;
-}
-
-static void page_free(page_ctx *c)
-{
-    for (size_t i = 0; i < c->n; i++)
-        free(c->items[i].name);
-    free(c->items);
-    c->items = NULL;
-    c->n = c->cap = 0;
-}
-
 /* One ListObjectsV2 request. */
 static int list_page(s3 *s, const char *full_prefix, const char *token, const char *max_keys,
                      const char *op, const char *what, cf_http_response *resp)
@@ -1001,7 +913,7 @@ static int s3_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
     int rc = 0;
     char *full = cf_asprintf("%s%s", s->loc.prefix, prefix);
     char *token = NULL, *truncated = NULL;
-    page_ctx page = {.s = s};
+    cf_list_page page = {.prefix = s->loc.prefix, .name_path = "Key", .size_path = "Size"};
     cf_http_response resp;
     cf_http_response_init(&resp);
     if (!full)
@@ -1017,20 +929,17 @@ static int s3_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
         }
         const char *doc = (const char *)resp.body.data;
         size_t dl = resp.body.len;
-        page.err = 0;
-        rc = doc ? cf_xml_each(doc, dl, "ListBucketResult/Contents", page_item, &page) : 0;
-        if (rc != 0 || page.err) {
-            rc = page.err == CF_ENOMEM ? CF_ENOMEM
-                                       : cf_error_set(CF_EIO, 0,
-                                                      "unable to list '%s' in '%s': malformed "
-                                                      "ListObjectsV2 answer",
-                                                      prefix, s->display);
+        rc = doc ? cf_list_page_parse(&page, doc, dl, "ListBucketResult/Contents") : 0;
+        if (rc != 0) {
+            rc = rc == CF_ENOMEM ? CF_ENOMEM
+                                 : cf_error_set(CF_EIO, 0,
+                                                "unable to list '%s' in '%s': malformed "
+                                                "ListObjectsV2 answer",
+                                                prefix, s->display);
             goto out;
         }
-        for (size_t i = 0; i < page.n; i++)
-            if ((rc = cb(page.items[i].name, page.items[i].size, payload)) != 0)
-                goto out;
-        page_free(&page);
+        if ((rc = cf_list_page_emit(&page, cb, payload)) != 0)
+            goto out;
 
         free(truncated);
         truncated = NULL;
@@ -1052,7 +961,7 @@ static int s3_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
         token = next;
     }
 out:
-    page_free(&page);
+    cf_list_page_free(&page);
     cf_http_response_free(&resp);
     free(full);
     free(token);
@@ -1184,20 +1093,6 @@ out:
     return rc;
 }
 
-static int env_size(uint64_t *out, const char *name, uint64_t def, uint64_t min, uint64_t max)
-{
-    const char *v = getenv(name);
-    *out = def;
-    if (!v || !*v)
-        return 0;
-    uint64_t x;
-    if (cf_parse_size(&x, v) != 0 || x < min || x > max)
-        return cf_error_set(CF_EINVAL, 0, "%s='%s' is not a size from %llu MiB to %llu MiB", name,
-                            v, (unsigned long long)(min / MB), (unsigned long long)(max / MB));
-    *out = x;
-    return 0;
-}
-
 int cf_storage_s3_new(void **out_self, const char *location, unsigned flags)
 {
     int rc = 0;
@@ -1215,10 +1110,10 @@ int cf_storage_s3_new(void **out_self, const char *location, unsigned flags)
         rc = CF_ENOMEM;
         goto out;
     }
-    if ((rc = env_size(&s->mp_threshold, "COFFER_S3_MULTIPART_THRESHOLD", MP_THRESHOLD_DEFAULT,
-                       PART_SIZE_MIN, CF_STORAGE_GET_MAX)) < 0 ||
-        (rc = env_size(&s->part_size, "COFFER_S3_PART_SIZE", PART_SIZE_DEFAULT, PART_SIZE_MIN,
-                       PART_SIZE_MAX)) < 0)
+    if ((rc = cf_storage_env_size(&s->mp_threshold, "COFFER_S3_MULTIPART_THRESHOLD",
+                                  MP_THRESHOLD_DEFAULT, PART_SIZE_MIN, CF_STORAGE_GET_MAX)) < 0 ||
+        (rc = cf_storage_env_size(&s->part_size, "COFFER_S3_PART_SIZE", PART_SIZE_DEFAULT,
+                                  PART_SIZE_MIN, PART_SIZE_MAX)) < 0)
         goto out;
     if ((rc = cf_s3_creds_load(&s->creds)) < 0)
         goto out;
