@@ -65,6 +65,15 @@ typedef struct {
 void cli_strs_push(cli_strs *l, const char *s);
 void cli_strs_free(cli_strs *l);
 
+/* A command group's subcommands ("pg backup", "sqlite list", ...): run the one argv[1]
+ * names with argv shifted by one, print usage for none or help, refuse an unknown one. */
+typedef struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+} cli_sub;
+int cli_dispatch(const char *group, const char *usage, const cli_sub *subs, int argc,
+                 char **argv);
+
 /* SIGINT, SIGTERM and SIGHUP ask the running operation to stop cleanly (cf_cancel); a second
  * one ends the process. Signals ignored on purpose stay ignored. */
 void cli_cancel_on_signals(void);

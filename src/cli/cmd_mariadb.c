@@ -340,18 +340,12 @@ out:
 
 int cmd_mariadb(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(mariadb_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : 0;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "backup") == 0)
-        return my_backup(argc - 1, argv + 1);
-    if (strcmp(sub, "binlog-push") == 0)
-        return my_binlog_push(argc - 1, argv + 1);
-    if (strcmp(sub, "restore") == 0)
-        return my_restore(argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0)
-        return my_list(argc - 1, argv + 1);
-    return cli_usage("mariadb: unknown command '%s' (backup, binlog-push, restore, list)", sub);
+    static const cli_sub subs[] = {
+        {"backup", my_backup},
+        {"binlog-push", my_binlog_push},
+        {"restore", my_restore},
+        {"list", my_list},
+        {NULL, NULL},
+    };
+    return cli_dispatch("mariadb", mariadb_usage, subs, argc, argv);
 }

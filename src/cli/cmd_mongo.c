@@ -309,16 +309,11 @@ out:
 
 int cmd_mongo(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(mongo_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : 0;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "backup") == 0)
-        return mg_backup(argc - 1, argv + 1);
-    if (strcmp(sub, "restore") == 0)
-        return mg_restore(argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0)
-        return mg_list(argc - 1, argv + 1);
-    return cli_usage("mongo: unknown command '%s' (backup, restore, list)", sub);
+    static const cli_sub subs[] = {
+        {"backup", mg_backup},
+        {"restore", mg_restore},
+        {"list", mg_list},
+        {NULL, NULL},
+    };
+    return cli_dispatch("mongo", mongo_usage, subs, argc, argv);
 }

@@ -1123,27 +1123,17 @@ static const char *pg_usage =
 
 int cmd_pg(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(pg_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : 0;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "backup") == 0)
-        return pg_backup(argc - 1, argv + 1);
-    if (strcmp(sub, "restore") == 0)
-        return pg_restore_cmd(argc - 1, argv + 1);
-    if (strcmp(sub, "check") == 0)
-        return pg_check_cmd(argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0)
-        return pg_list_cmd(argc - 1, argv + 1);
-    if (strcmp(sub, "expire") == 0)
-        return pg_expire_cmd(argc - 1, argv + 1);
-    if (strcmp(sub, "dump") == 0)
-        return pg_dump_cmd(argc - 1, argv + 1);
-    if (strcmp(sub, "restore-dump") == 0)
-        return pg_restore_dump_cmd(argc - 1, argv + 1);
-    return cli_usage("pg: unknown command '%s' (backup, restore, check, list, expire, "
-                     "dump, restore-dump)", sub);
+    static const cli_sub subs[] = {
+        {"backup", pg_backup},
+        {"restore", pg_restore_cmd},
+        {"check", pg_check_cmd},
+        {"list", pg_list_cmd},
+        {"expire", pg_expire_cmd},
+        {"dump", pg_dump_cmd},
+        {"restore-dump", pg_restore_dump_cmd},
+        {NULL, NULL},
+    };
+    return cli_dispatch("pg", pg_usage, subs, argc, argv);
 }
 
 /* ------------------------------------------------------------------ wal-push / wal-fetch */

@@ -448,18 +448,12 @@ out:
 
 int cmd_sqlite(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
-        fputs(sqlite_usage, argc < 2 ? stderr : stdout);
-        return argc < 2 ? EXIT_USAGE : 0;
-    }
-    const char *sub = argv[1];
-    if (strcmp(sub, "backup") == 0)
-        return sq_backup(argc - 1, argv + 1);
-    if (strcmp(sub, "replicate") == 0)
-        return sq_replicate(argc - 1, argv + 1);
-    if (strcmp(sub, "restore") == 0)
-        return sq_restore(argc - 1, argv + 1);
-    if (strcmp(sub, "list") == 0)
-        return sq_list(argc - 1, argv + 1);
-    return cli_usage("sqlite: unknown command '%s' (backup, replicate, restore, list)", sub);
+    static const cli_sub subs[] = {
+        {"backup", sq_backup},
+        {"replicate", sq_replicate},
+        {"restore", sq_restore},
+        {"list", sq_list},
+        {NULL, NULL},
+    };
+    return cli_dispatch("sqlite", sqlite_usage, subs, argc, argv);
 }

@@ -157,6 +157,22 @@ void cli_strs_free(cli_strs *l)
     memset(l, 0, sizeof(*l));
 }
 
+int cli_dispatch(const char *group, const char *usage, const cli_sub *subs, int argc, char **argv)
+{
+    if (argc < 2 || strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? EXIT_USAGE : 0;
+    }
+    char names[256] = "";
+    for (const cli_sub *s = subs; s->name; s++) {
+        if (strcmp(argv[1], s->name) == 0)
+            return s->fn(argc - 1, argv + 1);
+        size_t k = strlen(names);
+        snprintf(names + k, sizeof(names) - k, "%s%s", k ? ", " : "", s->name);
+    }
+    return cli_usage("%s: unknown command '%s' (%s)", group, argv[1], names);
+}
+
 static void on_cancel_signal(int sig)
 {
     (void)sig;
