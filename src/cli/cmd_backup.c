@@ -235,6 +235,7 @@ int cmd_backup(int argc, char **argv)
         goto out;
     char id[65];
     cf_backup_stats st;
+    cli_cancel_on_signals();
     int brc = cf_backup(repo, &o, id, &st);
     if (ps.shown)
         fputs("\r\033[K", stderr);

@@ -6,7 +6,9 @@
 # identically, check --read-data passes, and prune then removes everything no snapshot
 # references (the killed run's unindexed packs and partial files). An interrupted restore
 # (SIGTERM) exits 130 and leaves only complete files under real names; interrupted with
-# --overwrite, every file it had not replaced yet is still the one that was there.
+# --overwrite, every file it had not replaced yet is still the one that was there. A backup
+# stopped with SIGTERM exits 130 leaving no snapshot, lock or temporary file, and the next
+# backup reuses what it stored.
 #
 # Prints the measured figures. Scaled down under ASan (COFFER_BIN with "asan").
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh" || exit 1
@@ -106,6 +108,39 @@ case_prune() {
     case_restore
 }
 
+case_backup_interrupted() {
+    local repo="$TMP/repo-term" pid s=0 rc=0
+    new_repo "$repo" $PACK
+    "$COFFER" --repo "$repo" backup "$SRC" >"$TMP/term.out" 2>&1 &
+    pid=$!
+    BG_PIDS+=("$pid")
+    while kill -0 "$pid" 2>/dev/null; do
+        s=$(du -sb "$repo/data" 2>/dev/null | cut -f1)
+        if [[ -n "$s" && $s -ge $((TOTAL * 30 / 100)) ]]; then
+            kill -TERM "$pid" 2>/dev/null
+            break
+        fi
+        sleep 0.01
+    done
+    wait "$pid" 2>/dev/null || rc=$?
+    if [[ $rc -ne 130 ]]; then
+        note "the backup was not interrupted mid-way (exit $rc): $(tail -n 2 "$TMP/term.out")"
+        return 1
+    fi
+    check "the interruption is not reported" grep -q "backup interrupted" "$TMP/term.out"
+    check "an interrupted backup published a snapshot" test -z "$(ls -A "$repo/snapshots" 2>/dev/null)"
+    check "an interrupted backup left its lock" test -z "$(ls -A "$repo/locks" 2>/dev/null)"
+    check "an interrupted backup left temporary files: $(find "$repo" -name '.tmp-*' | head -n 3)" \
+        test -z "$(find "$repo" -name '.tmp-*')"
+    expect_exit 0 cf --repo "$repo" backup "$SRC" --json || return 1
+    local added
+    added=$(json_get "$OUT" "j['bytes_added']")
+    echo "measured: backup stopped at data/ = $s bytes; the next one stored $added of $TOTAL bytes"
+    check "the next backup stored everything again ($added of $TOTAL bytes)" \
+        test "$added" -lt $((TOTAL * 85 / 100))
+    expect_exit 0 cf --repo "$repo" check --read-data
+}
+
 # Start a restore in the background, send SIGTERM once ready_fn succeeds, and wait: sets
 # STOP_RC to its exit code. Args: output file, ready_fn, restore arguments...
 STOP_RC=0
@@ -200,4 +235,5 @@ run_case "final snapshot restores identically" case_restore
 run_case "restore interrupted by SIGTERM: exit 130, only complete files" case_restore_interrupted
 run_case "restore --overwrite interrupted: files not yet replaced are intact" case_overwrite_interrupted
 run_case "prune removes what no snapshot references" case_prune
+run_case "backup interrupted by SIGTERM: exit 130, nothing half-done, reused next time" case_backup_interrupted
 finish

@@ -181,10 +181,22 @@ static int add_item(cf_node *n, uint32_t *cap, uint8_t kind, uint64_t len, const
     return 0;
 }
 
+/* A stop was asked for (cf_cancel: SIGINT, SIGTERM): end the backup without a snapshot. */
+static int cancelled(void)
+{
+    if (!cf_cancel_requested())
+        return 0;
+    return cf_error_set(CF_ECANCELLED, 0, "backup interrupted: no snapshot was saved (the data "
+                        "stored so far is reused by the next backup)");
+}
+
 static int store_chunk(bctx *c, cf_node *n, uint32_t *cap, const uint8_t *data, size_t len)
 {
     cf_id id;
     uint64_t added = 0;
+    int crc = cancelled();
+    if (crc)
+        return crc;
     cf_repo__blob_id(c->r, &id, data, len);
     int rc = cf_repo__add_blob(c->r, CF_BLOB_DATA, &id, data, len, &added);
     if (rc)
@@ -384,9 +396,11 @@ static int save_entry(bctx *c, cf_node *n, int dfd, const char *path, const char
                       size_t name_len, const cf_node *old, bool *keep)
 {
     struct stat st;
-    int rc = 0;
+    int rc = cancelled();
     const char *rel = dfd == AT_FDCWD ? path : name;
     *keep = false;
+    if (rc)
+        return rc;
     if (fstatat(dfd, rel, &st, AT_SYMLINK_NOFOLLOW) != 0) {
         if (errno == ENOENT)
             return 0; /* vanished since the directory was read */
@@ -972,6 +986,15 @@ out:
         pthread_mutex_unlock(&r->mu);
         for (int i = 0; i < 2; i++)
             cf_pack__writer_abort(&r->packs[i]);
+        /* interrupted on purpose: index the packs stored so far, so the next backup reuses
+         * them rather than prune removing them */
+        if (rc == CF_ECANCELLED) {
+            cf_error_saved saved;
+            cf_error_save(&saved);
+            int crc = cf_repo__checkpoint(r);
+            (void)crc; /* the next backup re-stores what this could not index */
+            cf_error_restore(&saved);
+        }
     }
     c.st.seconds = cf_mono_seconds() - t0;
     if (out_stats)

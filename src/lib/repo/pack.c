@@ -481,6 +481,11 @@ int cf_repo__maybe_checkpoint(cf_repo *r)
     return due ? write_index(r) : 0;
 }
 
+int cf_repo__checkpoint(cf_repo *r)
+{
+    return write_index(r);
+}
+
 int cf_repo__remove_flushed_indexes(cf_repo *r, const char *keep, uint64_t *count)
 {
     int rc = 0;

@@ -395,6 +395,8 @@ int cf_repo__remove_flushed_indexes(cf_repo *r, const char *keep, uint64_t *coun
 /* During a long backup: write an index for the packs finished so far when enough have
  * accumulated, so an interrupted backup's data is reused by the next one. */
 int cf_repo__maybe_checkpoint(cf_repo *r);
+/* Index the packs stored since the last index file now. */
+int cf_repo__checkpoint(cf_repo *r);
 /* After taking a lock: bring the index up to date with storage (files another process added
  * are loaded; if any went away, the index is reloaded). Other processes may have changed the
  * repository between open and lock. */
