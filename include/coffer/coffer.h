@@ -56,6 +56,12 @@ void cf_repo_close(cf_repo *repo);
 const char *cf_repo_display(const cf_repo *repo);
 
 /* Non-fatal problems found while opening (damaged index files skipped, ...): count and text. */
+/* Messages the library has for the user while it works that are neither errors nor problems
+ * of the repository (reading without a lock, ...): cb is called with each, in the calling
+ * thread. NULL: dropped. */
+typedef void (*cf_notice_cb)(const char *message, void *payload);
+void cf_repo_set_notice(cf_repo *repo, cf_notice_cb cb, void *payload);
+
 size_t cf_repo_warning_count(const cf_repo *repo);
 const char *cf_repo_warning(const cf_repo *repo, size_t i);
 
@@ -117,7 +123,10 @@ int cf_key_rotate(cf_repo *repo, const cf_credential *cred, char out_id[65], uin
 
 /* ---------------------------------------------------------------- locks */
 
-typedef enum { CF_LOCK_SHARED = 0, CF_LOCK_EXCLUSIVE = 1 } cf_lock_mode;
+/* SHARED: writers that add (backup); EXCLUSIVE: writers that remove (prune, forget); READ:
+ * readers (restore, check), which work without a lock when the storage refuses writes (a
+ * read-only mount, read-only credentials), saying so through the notice callback. */
+typedef enum { CF_LOCK_SHARED = 0, CF_LOCK_EXCLUSIVE = 1, CF_LOCK_READ = 2 } cf_lock_mode;
 /* Take a lock on the repository for the lifetime of the handle (released by cf_repo_unlock or
  * cf_repo_close). CF_ELOCKED names the holder when a conflicting, live lock exists. */
 int cf_repo_lock(cf_repo *repo, cf_lock_mode mode);

@@ -52,6 +52,8 @@ int cli_open(cf_repo **out);
 /* The same with cf_repo_open_flags flags (CF_OPEN_NO_INDEX for archive-only work). */
 int cli_open_flags(cf_repo **out, unsigned flags);
 /* Print repository warnings to stderr. */
+/* Print the library's notices (cf_repo_set_notice) on stderr as warnings. */
+void cli_set_notice(cf_repo *r);
 void cli_print_warnings(cf_repo *r);
 /* Print a JSON value on stdout followed by a newline, and free it. */
 void cli_print_json(json_t *v);

@@ -113,6 +113,7 @@ static int key_retire(const char *arg)
         cli_cred_free(&cred);
         return cli_fail(orc);
     }
+    cli_set_notice(repo);
     cli_print_warnings(repo);
     char id[65];
     int krc = cf_key_retire_generation(repo, &cred.c, gen, id);
@@ -297,6 +298,7 @@ int cmd_rewrite(int argc, char **argv)
         cli_cred_free(&cred);
         return cli_fail(orc);
     }
+    cli_set_notice(repo);
     cli_print_warnings(repo);
     cf_rewrite_stats st;
     po.on_message = rewrite_message;

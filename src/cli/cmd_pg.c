@@ -635,6 +635,7 @@ static int pg_restore_cmd(int argc, char **argv)
         rc = cli_fail(orc);
         goto out;
     }
+    cli_set_notice(repo);
     cli_print_warnings(repo);
     /* restore_command: this coffer, reading the repository and credential from a 0600 file
      * beside the data directory (outside it: base backups would copy it) */

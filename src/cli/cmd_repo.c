@@ -288,6 +288,7 @@ int cmd_check(int argc, char **argv)
     cli_cred_free(&cred);
     if (rc)
         return cli_fail(rc);
+    cli_set_notice(repo);
     co.on_problem = on_problem;
     cf_check_stats st;
     if (!g.quiet && !g.json)
@@ -296,7 +297,10 @@ int cmd_check(int argc, char **argv)
                                                           : " (reading all data)")
                             : "");
     rc = cf_check(repo, &co, &st);
-    if (g.json) {
+    /* a summary when the check ran to its verdict; otherwise only the error says why not */
+    bool verdict = rc == 0 || rc == CF_ECORRUPT;
+    if (!verdict) {
+    } else if (g.json) {
         cli_print_json(json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "message_type",
                                  "summary", "ok", rc == 0, "snapshots", (json_int_t)st.snapshots,
                                  "trees", (json_int_t)st.trees, "packs", (json_int_t)st.packs,

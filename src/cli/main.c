@@ -107,8 +107,20 @@ int cli_open_flags(cf_repo **out, unsigned flags)
     cli_cred_free(&cred);
     if (rc)
         return cli_fail(rc);
+    cli_set_notice(*out);
     cli_print_warnings(*out);
     return 0;
+}
+
+static void print_notice(const char *message, void *payload)
+{
+    (void)payload;
+    fprintf(stderr, "coffer: warning: %s\n", message);
+}
+
+void cli_set_notice(cf_repo *r)
+{
+    cf_repo_set_notice(r, print_notice, NULL);
 }
 
 void cli_print_warnings(cf_repo *r)

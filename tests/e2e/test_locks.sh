@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # test_locks.sh - repository locks: a backup killed with SIGKILL leaves a stale lock that does
 # not block the next backup and that `coffer unlock` removes; the repository stays consistent
-# after the kill; live locks are respected; concurrent backups share the repository.
+# after the kill; live locks are respected; concurrent backups share the repository. A
+# repository on a read-only mount restores and checks without a lock (saying so) and refuses
+# backup and prune.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 REPO="$TMP/repo"
@@ -166,6 +168,27 @@ case_garbage_lock() {
     return 0
 }
 
+case_read_only_mount() {
+    local ro="$TMP/ro"
+    if ! mount_tmpfs "$ro" 64m; then
+        skip "read-only repository" "mounting a tmpfs is not allowed here"
+        return 0
+    fi
+    local r="$ro/repo"
+    new_repo "$r"
+    expect_exit 0 cf --repo "$r" backup "$SRC/small.txt" "$SRC/a/f1.bin" || return 1
+    mount -o remount,ro "$ro" || { note "unable to remount $ro read-only"; return 1; }
+    expect_exit 0 cf --repo "$r" restore latest --target "$TMP/ro-restore" || return 1
+    output_has "reading without a lock" "a restore without a lock does not say so"
+    check "restored file differs" cmp "$SRC/a/f1.bin" "$TMP/ro-restore$SRC/a/f1.bin"
+    expect_exit 0 cf --repo "$r" check --read-data || return 1
+    output_has "no problems found" "check of a read-only repository does not give its verdict"
+    expect_exit 1 cf --repo "$r" backup "$SRC/small.txt" || return 1
+    output_has "Read-only file system" "a backup to a read-only repository does not say why"
+    expect_exit 1 cf --repo "$r" prune || return 1
+    output_has "Read-only file system" "a prune of a read-only repository does not say why"
+}
+
 run_case "kill -9 during backup leaves a lock" case_kill
 run_case "check --read-data passes after the kill" case_check_after_kill
 run_case "stale lock does not block a new backup" case_backup_not_blocked
@@ -173,4 +196,5 @@ run_case "unlock removes the stale lock" case_unlock
 run_case "live lock: unlock keeps it, shared users proceed" case_live_lock
 run_case "concurrent backups into one repository" case_concurrent
 run_case "garbage lock file" case_garbage_lock
+run_case "read-only repository: restore and check without a lock, backup refused" case_read_only_mount
 finish

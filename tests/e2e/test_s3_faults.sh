@@ -4,7 +4,10 @@
 # delays, 500/503/429 answers, truncated and stalled bodies, requests applied but answered
 # with an error) a ~50 MB backup, a bit-identical restore and check --read-data all succeed;
 # then the server dies in the middle of a backup, which must fail cleanly and publish no
-# snapshot, and the repository must still check clean and take the next backup.
+# snapshot, and the repository must still check clean and take the next backup. Last, with
+# read-only credentials (a second proxy answers every write 403 AccessDenied), restore and
+# check work without a lock and say so, while backup and prune fail with exit 15 and change
+# nothing.
 #
 # Exit 77 (skipped) when node/npm/python3 or the server is unavailable, unless
 # COFFER_REQUIRE_DRIVERS names s3 (then exit 1). COFFER_FAULT_SEED changes the fault pattern.
@@ -122,12 +125,41 @@ server_dies_mid_backup() {
     cmp "$RL_TMP/src2/new.bin" "$RL_TMP/restore2$RL_TMP/src2/new.bin"
 }
 
+read_only_credentials() {
+    local rport rlog ro n0 rc
+    rport=$(rl_free_port $((PPORT + 1))) || return 1
+    rlog="$RL_TMP/ro-proxy.log"
+    rl_bg "$rlog" python3 "$RL_ROOT/tests/tools/faultproxy.py" --upstream "127.0.0.1:$S3_PORT" \
+        --port "$rport" --rate 1 --kinds deny --only '^(PUT|POST|DELETE) '
+    local ro_pid=$RL_PID
+    rl_wait_for 20 grep -q listening "$rlog" || { echo "read-only proxy did not start"; return 1; }
+    ro="s3:http://127.0.0.1:$rport/bucket/faults"
+    n0=$(snapshot_count) || return 1
+    locks() { find "$DATA/bucket/faults/locks" -name '*_S3rver_object' 2>/dev/null | sort; }
+    locks >"$RL_TMP/locks.before"
+    "$COFFER" -r "$ro" restore latest --target "$RL_TMP/ro-restore" 2>"$RL_TMP/ro.err" || { cat "$RL_TMP/ro.err"; return 1; }
+    grep -q "reading without a lock" "$RL_TMP/ro.err" || { echo "no warning about the missing lock"; cat "$RL_TMP/ro.err"; return 1; }
+    cmp "$RL_TMP/src2/new.bin" "$RL_TMP/ro-restore$RL_TMP/src2/new.bin" || return 1
+    "$COFFER" -r "$ro" check 2>"$RL_TMP/ro.err" || { cat "$RL_TMP/ro.err"; return 1; }
+    rc=0
+    "$COFFER" -r "$ro" backup "$RL_TMP/src2" 2>"$RL_TMP/ro.err" || rc=$?
+    [[ $rc == 15 ]] || { echo "backup with read-only credentials exited $rc, not 15"; cat "$RL_TMP/ro.err"; return 1; }
+    rc=0
+    "$COFFER" -r "$ro" prune 2>"$RL_TMP/ro.err" || rc=$?
+    [[ $rc == 15 ]] || { echo "prune with read-only credentials exited $rc, not 15"; cat "$RL_TMP/ro.err"; return 1; }
+    rl_stop_pid "$ro_pid"
+    [[ "$(snapshot_count)" == "$n0" ]] || { echo "the snapshots changed"; return 1; }
+    locks | cmp -s - "$RL_TMP/locks.before" || { echo "the locks changed"; return 1; }
+}
+
 rl_case "backup of ~50 MB through 10% faults" backup_through_faults
 rl_case "restore through faults is bit-identical" restore_through_faults
 rl_case "check --read-data through faults" check_through_faults
 rl_case "the proxy injected faults of most kinds" faults_were_injected
 rl_case "server dies mid-backup: clean failure, no snapshot, check passes, next backup works" \
     server_dies_mid_backup
+rl_case "read-only credentials: restore and check without a lock; backup and prune exit 15" \
+    read_only_credentials
 rl_stop_pid "$PROXY_PID"
 rl_info "proxy: $(grep -c '^fault ' "$PROXY_LOG") faults logged"
 rl_finish

@@ -379,7 +379,7 @@ int cf_check(cf_repo *r, const cf_check_opts *o, cf_check_stats *out_stats)
         strcmp(cf_storage_scheme(r->st), "mem") != 0)
         r->reload_index = true;
     r->cache_off = true;
-    if ((rc = cf_repo_lock(r, CF_LOCK_SHARED)))
+    if ((rc = cf_repo_lock(r, CF_LOCK_READ)))
         goto out;
     /* problems found while opening: damaged index files */
     for (size_t i = 0; i < cf_repo_warning_count(r); i++) {

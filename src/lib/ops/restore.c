@@ -896,7 +896,7 @@ int cf_restore(cf_repo *repo, const cf_snapshot *snap, const cf_restore_opts *o,
         goto out;
     if ((rc = ensure_target(o, &c.rootfd)))
         goto out;
-    if ((rc = cf_repo_lock(repo, CF_LOCK_SHARED)))
+    if ((rc = cf_repo_lock(repo, CF_LOCK_READ)))
         goto out;
     uint64_t count = 0;
     unsigned threads = o->threads;

@@ -709,7 +709,7 @@ int cf_keys__generation_use(cf_repo *r, uint32_t gen, cf_generation_use *out)
 
 int cf_key_generation_use(cf_repo *r, uint32_t gen, cf_generation_use *out)
 {
-    int rc = cf_repo_lock(r, CF_LOCK_SHARED);
+    int rc = cf_repo_lock(r, CF_LOCK_READ);
     if (rc)
         return rc;
     rc = cf_keys__generation_use(r, gen, out);
@@ -802,7 +802,7 @@ int cf_key_retire_generation(cf_repo *r, const cf_credential *cred, uint32_t gen
 int cf_key_generation_usage(cf_repo *r, uint32_t *gens, uint64_t *counts, size_t max, size_t *n)
 {
     *n = 0;
-    int rc = cf_repo_lock(r, CF_LOCK_SHARED); /* also brings the index up to date */
+    int rc = cf_repo_lock(r, CF_LOCK_READ); /* also brings the index up to date */
     if (rc)
         return rc;
     for (size_t i = 0; i < r->index.npacks && rc == 0; i++) {

@@ -2,7 +2,7 @@
  * lock.c - repository locks: sealed documents under locks/ naming host, pid and time. Shared
  * locks (backup, restore, check) coexist; an exclusive lock (prune, key removal) excludes all
  * others. A lock is stale when its process is gone (same host) or it was not refreshed for
- * CF_LOCK_STALE_SECONDS.
+ * CF_LOCK_STALE_SECONDS. Readers go on without a lock where the storage refuses writes.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -162,15 +162,36 @@ out:
     return rc;
 }
 
+void cf_repo_set_notice(cf_repo *r, cf_notice_cb cb, void *payload)
+{
+    r->notice = cb;
+    r->notice_payload = payload;
+}
+
 int cf_repo_lock(cf_repo *r, cf_lock_mode mode)
 {
     int rc = find_conflict(r, mode);
     if (rc)
         return rc;
-    if ((rc = write_lock(r, mode)))
-        return rc;
+    if ((rc = write_lock(r, mode))) {
+        if (mode != CF_LOCK_READ || (rc != CF_EPERM && rc != CF_ESTORAGE_AUTH))
+            return rc;
+        /* a reader on storage it may not write to (a read-only mount, read-only credentials
+         * of a recovery host): read without a lock rather than not at all */
+        if (r->notice) {
+            char msg[1024];
+            snprintf(msg, sizeof(msg),
+                     "reading without a lock: %s (a prune running at the same time could "
+                     "remove data this needs; it would then fail, never read wrong data)",
+                     cf_error_last()->message);
+            r->notice(msg, r->notice_payload);
+        }
+        cf_error_clear();
+        r->lock_name[0] = '\0';
+        r->lock_mode = mode;
+    }
     /* a competitor may have written its lock between our check and our write: check again */
-    rc = find_conflict(r, mode);
+    rc = r->lock_name[0] ? find_conflict(r, mode) : 0;
     if (rc) {
         cf_storage_remove(r->st, r->lock_name);
         r->lock_name[0] = '\0';

@@ -283,6 +283,8 @@ struct cf_repo {
     uint32_t unknown_gen_max;
     cf_lock_mode lock_mode;
     double lock_refreshed;
+    cf_notice_cb notice;     /* cf_repo_set_notice */
+    void *notice_payload;
     uint64_t bytes_written;  /* pack and index bytes stored by this handle */
     uint64_t blobs_claimed;  /* new blobs accepted by this handle */
     char (*written_indexes)[65]; size_t n_written_indexes; /* index files this handle wrote */

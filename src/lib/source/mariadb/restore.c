@@ -111,7 +111,7 @@ static int load_dump(cf_repo *repo, const cf_snapshot *snap, const cf_mariadb_co
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, &old);
     const char *path = cf_snapshot_path_count(snap) ? cf_snapshot_path(snap, 0) : "/dump.sql";
-    int drc = cf_repo_lock(repo, CF_LOCK_SHARED);
+    int drc = cf_repo_lock(repo, CF_LOCK_READ);
     if (drc == 0) {
         drc = cf_dump(repo, snap, path, fds[1]);
         cf_repo_unlock(repo);

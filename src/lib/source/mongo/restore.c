@@ -105,7 +105,7 @@ int cf_mongo_restore(cf_repo *repo, const cf_mongo_restore_opts *o, cf_mongo_res
     pthread_sigmask(SIG_BLOCK, &set, &old);
     const char *path = cf_snapshot_path_count(snap) ? cf_snapshot_path(snap, 0)
                                                     : "/" CF_MONGO_FILE_NAME;
-    int drc = cf_repo_lock(repo, CF_LOCK_SHARED);
+    int drc = cf_repo_lock(repo, CF_LOCK_READ);
     if (drc == 0) {
         drc = cf_dump(repo, snap, path, fds[1]);
         cf_repo_unlock(repo);

@@ -740,7 +740,7 @@ int cf_pg_restore(cf_repo *repo, const cf_pg_restore_opts *o, cf_pg_restore_resu
         goto out;
     double t0 = cf_mono_seconds();
     /* a shared lock while reading, so that prune does not remove what is being restored */
-    if ((rc = cf_repo_lock(repo, CF_LOCK_SHARED)))
+    if ((rc = cf_repo_lock(repo, CF_LOCK_READ)))
         goto out;
     rc = extract(repo, snap, dir, &u);
     cf_repo_unlock(repo);

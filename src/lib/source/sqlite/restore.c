@@ -287,7 +287,7 @@ int cf_sqlite_restore(cf_repo *repo, const cf_sqlite_restore_opts *o,
     }
     const cf_snapshot *bs = snaps[use->base];
     const char *path = cf_snapshot_path_count(bs) ? cf_snapshot_path(bs, 0) : "/";
-    if ((rc = cf_repo_lock(repo, CF_LOCK_SHARED)))
+    if ((rc = cf_repo_lock(repo, CF_LOCK_READ)))
         goto out;
     rc = cf_dump(repo, bs, path, fd);
     cf_repo_unlock(repo);
