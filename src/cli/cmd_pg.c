@@ -480,21 +480,19 @@ static int restore_env(cli_strs *lines, char ***owned, size_t *nowned, const cli
     }
     if (cluster)
         items[2] = env_line("COFFER_PG_CLUSTER", cluster);
+    /* all or nothing: a line missing would leave restore_command without a credential */
+    bool complete = items[0] && items[1] && (items[2] || !cluster);
+    char **p = complete ? realloc(*owned, (*nowned + 3) * sizeof(char *)) : NULL;
+    if (!p) {
+        for (int j = 0; j < 3; j++)
+            free(items[j]);
+        fprintf(stderr, "coffer: error: out of memory\n");
+        return 1;
+    }
+    *owned = p;
     for (int i = 0; i < 3; i++) {
-        if (!items[i] && (i < 2 || cluster)) {
-            for (int j = 0; j < 3; j++)
-                free(items[j]);
-            fprintf(stderr, "coffer: error: out of memory\n");
-            return 1;
-        }
         if (!items[i])
             continue;
-        char **p = realloc(*owned, (*nowned + 1) * sizeof(char *));
-        if (!p) {
-            free(items[i]);
-            continue;
-        }
-        *owned = p;
         p[(*nowned)++] = items[i];
         cli_strs_push(lines, items[i]);
     }

@@ -342,10 +342,12 @@ static char *sanitize(const char *s)
 static int redact_one(char **text, const char *secret)
 {
     static const char mark[] = "<redacted>";
-    size_t sl = strlen(secret);
+    size_t sl = strlen(secret), from = 0;
     char *hit;
-    while ((hit = strstr(*text, secret)) != NULL) {
+    /* search on after each mark, which could itself contain a (short) secret */
+    while ((hit = strstr(*text + from, secret)) != NULL) {
         size_t pre = (size_t)(hit - *text), post = strlen(hit + sl);
+        from = pre + sizeof(mark) - 1;
         char *o = cf_malloc(pre + sizeof(mark) - 1 + post + 1);
         if (!o) {
             free(*text);
