@@ -363,9 +363,7 @@ static int redact_one(char **text, const char *secret)
     return 0;
 }
 
-/* Scrub a server-provided text before it can reach a message: the client's secrets, and the
- * value of every "sig=" parameter (a SAS signature echoed with a URL). */
-static void redact(const cf_http *h, char **text)
+void cf_http_redact(const cf_http *h, char **text)
 {
     if (!*text)
         return;
@@ -522,8 +520,8 @@ static int attempt(cf_http *h, const cf_http_request *req, cf_http_response *res
                 ar->cc == CURLE_OK ? "" : curl_easy_strerror(ar->cc), cf_mono_seconds() - t0);
     if (ar->cc == CURLE_OK && (status < 200 || status >= 300)) {
         parse_error_body(resp);
-        redact(h, &resp->err_code);
-        redact(h, &resp->err_message);
+        cf_http_redact(h, &resp->err_code);
+        cf_http_redact(h, &resp->err_message);
     }
 out:
     curl_slist_free_all(list);

@@ -118,6 +118,12 @@ int cf_http_perform(cf_http *h, const cf_http_request *req, cf_http_response *re
  */
 int cf_http_fail(const cf_http_request *req, const cf_http_response *resp);
 
+/* Scrub a server-provided text (malloc'd; replaced, or freed and set to NULL when memory runs
+ * out) before it can reach a message: every occurrence of the client's secrets, and the value
+ * of every "sig=" parameter (a SAS signature echoed with a URL), become "<redacted>". Error
+ * bodies are scrubbed this way by cf_http_perform. */
+void cf_http_redact(const cf_http *h, char **text);
+
 /* Short text for a status: "403 SignatureDoesNotMatch: <message>" or "404 not found". */
 void cf_http_describe(char *out, size_t n, const cf_http_response *resp);
 
