@@ -170,7 +170,7 @@ quarter_written() {
 
 case_restore_interrupted() {
     local t="$TMP/rstop" f whole=0
-    restore_stopped "$TMP/rstop.out" quarter_written --target "$t"
+    restore_stopped "$TMP/rstop.out" quarter_written --target "$t" --threads 1
     if [[ $STOP_RC -ne 130 ]]; then
         note "the restore was not interrupted mid-way (exit $STOP_RC): $(tail -n 2 "$TMP/rstop.out")"
         return 1
