@@ -67,6 +67,13 @@ typedef struct {
 void cli_strs_push(cli_strs *l, const char *s);
 void cli_strs_free(cli_strs *l);
 
+/* Parse a --threads value (1 to 256) into *out; a usage error naming cmd otherwise. */
+int cli_threads(unsigned *out, const char *arg, const char *cmd);
+
+/* A source's progress line (on_message of the database adapters): on stderr, as a JSON
+ * message with --json; with --quiet only warnings. */
+void cli_message(const char *line, void *payload);
+
 /* A command group's subcommands ("pg backup", "sqlite list", ...): run the one argv[1]
  * names with argv shifted by one, print usage for none or help, refuse an unknown one. */
 typedef struct {

@@ -184,16 +184,10 @@ int cmd_backup(int argc, char **argv)
         case O_PARENT:
             o.parent = optarg;
             break;
-        case O_THREADS: {
-            char *end;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (end == optarg || *end || v < 1 || v > 256) {
-                rc = cli_usage("backup: --threads takes a number from 1 to 256");
+        case O_THREADS:
+            if ((rc = cli_threads(&o.threads, optarg, "backup")))
                 goto out;
-            }
-            o.threads = (unsigned)v;
             break;
-        }
         case O_TIME: {
             int64_t t;
             if (cf_time_parse(&t, optarg)) {

@@ -110,11 +110,10 @@ static int parse(int argc, char **argv, const char *sub, my_args *a)
         case M_DUMPONLY: a->dump_only = true; break;
         case M_TMP: a->tmp_dir = optarg; break;
         case M_THREADS: {
-            char *end;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (end == optarg || *end || v < 1 || v > 256)
-                return cli_usage("mariadb %s: --threads takes a number from 1 to 256", sub);
-            a->threads = (unsigned)v;
+            char what[32];
+            snprintf(what, sizeof(what), "mariadb %s", sub);
+            if (cli_threads(&a->threads, optarg, what))
+                return EXIT_USAGE;
             break;
         }
         case M_TIME:
@@ -138,21 +137,6 @@ static int parse(int argc, char **argv, const char *sub, my_args *a)
     return 0;
 }
 
-static void on_message(const char *line, void *payload)
-{
-    (void)payload;
-    if (g.json) {
-        json_t *o = json_pack("{s:s, s:s}", "message_type", "message", "message", line);
-        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (t)
-            fprintf(stderr, "%s\n", t);
-        free(t);
-        json_decref(o);
-    } else {
-        fprintf(stderr, "coffer: %s\n", line);
-    }
-}
-
 static int my_backup(int argc, char **argv)
 {
     my_args a;
@@ -169,7 +153,7 @@ static int my_backup(int argc, char **argv)
     o.server = a.server;
     o.no_binlog = a.no_binlog;
     o.threads = a.threads;
-    o.on_message = g.verbose ? on_message : NULL;
+    o.on_message = g.verbose ? cli_message : NULL;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;
@@ -214,7 +198,7 @@ static int my_binlog_push(int argc, char **argv)
     o.conn = a.conn;
     o.binlog_dir = a.binlog_dir;
     o.server = a.server;
-    o.on_message = g.verbose ? on_message : NULL;
+    o.on_message = g.verbose ? cli_message : NULL;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;
@@ -252,7 +236,7 @@ static int my_restore(int argc, char **argv)
     o.time_ns = a.time_ns;
     o.dump_only = a.dump_only;
     o.tmp_dir = a.tmp_dir;
-    o.on_message = g.quiet ? NULL : on_message;
+    o.on_message = g.quiet ? NULL : cli_message;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;

@@ -116,11 +116,10 @@ static int parse(int argc, char **argv, const char *sub, mongo_args *a)
         case G_NOREPLAY: a->no_replay = true; break;
         case G_SNAP: a->snapshot = optarg; break;
         case G_THREADS: {
-            char *end;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (end == optarg || *end || v < 1 || v > 256)
-                return cli_usage("mongo %s: --threads takes a number from 1 to 256", sub);
-            a->threads = (unsigned)v;
+            char what[32];
+            snprintf(what, sizeof(what), "mongo %s", sub);
+            if (cli_threads(&a->threads, optarg, what))
+                return EXIT_USAGE;
             break;
         }
         default:
@@ -151,21 +150,6 @@ static int parse(int argc, char **argv, const char *sub, mongo_args *a)
     return 0;
 }
 
-static void on_message(const char *line, void *payload)
-{
-    (void)payload;
-    if (g.json) {
-        json_t *o = json_pack("{s:s, s:s}", "message_type", "message", "message", line);
-        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (t)
-            fprintf(stderr, "%s\n", t);
-        free(t);
-        json_decref(o);
-    } else {
-        fprintf(stderr, "coffer: %s\n", line);
-    }
-}
-
 static json_t *info_json(const cf_mongo_info *m)
 {
     char when[40];
@@ -192,7 +176,7 @@ static int mg_backup(int argc, char **argv)
     o.tags = a.tags.v;
     o.host = a.snap_host;
     o.threads = a.threads;
-    o.on_message = g.quiet ? NULL : on_message;
+    o.on_message = g.quiet ? NULL : cli_message;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;
@@ -240,7 +224,7 @@ static int mg_restore(int argc, char **argv)
     o.ns_from = a.ns_from;
     o.ns_to = a.ns_to;
     o.no_oplog_replay = a.no_replay;
-    o.on_message = g.quiet ? NULL : on_message;
+    o.on_message = g.quiet ? NULL : cli_message;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;

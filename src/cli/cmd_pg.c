@@ -313,16 +313,10 @@ static int pg_backup(int argc, char **argv)
             o.archive_timeout = v;
             break;
         }
-        case O_THREADS: {
-            char *end;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (end == optarg || *end || v < 1 || v > 256) {
-                rc = cli_usage("pg backup: --threads takes a number from 1 to 256");
+        case O_THREADS:
+            if ((rc = cli_threads(&o.threads, optarg, "pg backup")))
                 goto out;
-            }
-            o.threads = (unsigned)v;
             break;
-        }
         default:
             rc = cli_usage("pg backup: unknown or incomplete option '%s'", argv[optind - 1]);
             goto out;

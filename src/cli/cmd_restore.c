@@ -100,16 +100,10 @@ int cmd_restore(int argc, char **argv)
         case O_VERIFY: o.verify = true; break;
         case O_HOST: f.host = optarg; break;
         case O_NOOWNER: o.no_owner = true; break;
-        case O_THREADS: {
-            char *end;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (end == optarg || *end || v < 1 || v > 256) {
-                rc = cli_usage("restore: --threads takes a number from 1 to 256");
+        case O_THREADS:
+            if ((rc = cli_threads(&o.threads, optarg, "restore")))
                 goto out;
-            }
-            o.threads = (unsigned)v;
             break;
-        }
         default:
             rc = cli_usage("restore: unknown or incomplete option '%s'", argv[optind - 1]);
             goto out;

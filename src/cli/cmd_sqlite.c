@@ -113,11 +113,10 @@ static int parse(int argc, char **argv, const char *sub, sq_args *a)
             a->snapshot_every_set = true;
             break;
         case S_THREADS: {
-            char *end;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (end == optarg || *end || v < 1 || v > 256)
-                return cli_usage("sqlite %s: --threads takes a number from 1 to 256", sub);
-            a->threads = (unsigned)v;
+            char what[32];
+            snprintf(what, sizeof(what), "sqlite %s", sub);
+            if (cli_threads(&a->threads, optarg, what))
+                return EXIT_USAGE;
             break;
         }
         case S_TIME:
@@ -131,21 +130,6 @@ static int parse(int argc, char **argv, const char *sub, sq_args *a)
         }
     }
     return 0;
-}
-
-static void on_message(const char *line, void *payload)
-{
-    (void)payload;
-    if (g.json) {
-        json_t *o = json_pack("{s:s, s:s}", "message_type", "message", "message", line);
-        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (t)
-            fprintf(stderr, "%s\n", t);
-        free(t);
-        json_decref(o);
-    } else if (!g.quiet || strncmp(line, "warning:", 8) == 0) {
-        fprintf(stderr, "coffer: %s\n", line);
-    }
 }
 
 static int sq_backup(int argc, char **argv)
@@ -167,7 +151,7 @@ static int sq_backup(int argc, char **argv)
     o.tmp_dir = a.tmp_dir;
     o.busy_timeout = a.busy;
     o.threads = a.threads;
-    o.on_message = g.verbose ? on_message : NULL;
+    o.on_message = g.verbose ? cli_message : NULL;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;
@@ -240,7 +224,7 @@ static int sq_replicate(int argc, char **argv)
     o.busy_timeout = a.busy;
     o.threads = a.threads;
     o.snapshot_every = a.snapshot_every_set ? (a.snapshot_every == 0 ? -1 : a.snapshot_every) : 0;
-    o.on_message = on_message;
+    o.on_message = cli_message;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;
@@ -336,7 +320,7 @@ static int sq_restore(int argc, char **argv)
     o.time_ns = a.time_ns;
     o.overwrite = a.overwrite;
     o.no_frames = a.no_frames;
-    o.on_message = g.verbose ? on_message : NULL;
+    o.on_message = g.verbose ? cli_message : NULL;
     cf_repo *repo = NULL;
     if ((rc = cli_open(&repo)))
         goto out;

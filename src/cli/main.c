@@ -185,6 +185,32 @@ int cli_dispatch(const char *group, const char *usage, const cli_sub *subs, int 
     return cli_usage("%s: unknown command '%s' (%s)", group, argv[1], names);
 }
 
+int cli_threads(unsigned *out, const char *arg, const char *cmd)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || v < 1 || v > 256)
+        return cli_usage("%s: --threads takes a number from 1 to 256", cmd);
+    *out = (unsigned)v;
+    return 0;
+}
+
+void cli_message(const char *line, void *payload)
+{
+    (void)payload;
+    if (g.json) {
+        json_t *o = json_pack("{s:s, s:s}", "message_type", "message", "message", line);
+        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+        if (t)
+            fprintf(stderr, "%s\n", t);
+        free(t);
+        json_decref(o);
+    } else if (!g.quiet || strncmp(line, "warning:", 8) == 0) {
+        fprintf(stderr, "coffer: %s\n", line);
+    }
+}
+
 static void on_cancel_signal(int sig)
 {
     (void)sig;
