@@ -318,31 +318,6 @@ static int az_stat(void *self, const char *name, uint64_t *out_size)
 
 /* ---- get ---- */
 
-static int shorter(const az *a, const char *name, uint64_t offset, uint64_t length)
-{
-    return cf_error_set(CF_ECORRUPT, 0,
-                        "unable to read '%s' in '%s': the object is shorter than expected "
-                        "(asked for %" PRIu64 " bytes at offset %" PRIu64 ")",
-                        name, a->display, length, offset);
-}
-
-/* Hand bytes [from, from+n) of the response body to the caller. */
-static int take_body(cf_http_response *resp, size_t from, size_t n, uint8_t **out,
-                     size_t *out_len)
-{
-    if (n == 0 || !resp->body.data) {
-        *out = cf_malloc(1);
-        *out_len = 0;
-        return *out ? 0 : CF_ENOMEM;
-    }
-    uint8_t *p = cf_buf_steal(&resp->body, NULL);
-    if (from)
-        memmove(p, p + from, n);
-    *out = p;
-    *out_len = n;
-    return 0;
-}
-
 static int az_get(void *self, const char *name, uint64_t offset, uint64_t length, uint8_t **out,
                   size_t *out_len)
 {
@@ -356,17 +331,14 @@ static int az_get(void *self, const char *name, uint64_t offset, uint64_t length
     if (__builtin_add_overflow(offset, length, &end)) {
         /* Cannot be satisfied; report a missing object as such. */
         if ((rc = head_blob(a, name, &size, "read")) == 0)
-            rc = shorter(a, name, offset, length);
+            rc = cf_http_short_read(name, a->display, offset, length);
         goto out;
     }
     if ((rc = req_init(&r, a, "GET", name)) < 0)
         goto out;
     if (offset || length) {
         char range[64];
-        if (length)
-            snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, offset, end - 1);
-        else
-            snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", offset);
+        cf_http_range(range, offset, length);
         req_header(&r, "x-ms-range", range);
     }
     rc = req_do(&r, "read", name, NULL, 0, false,
@@ -379,47 +351,18 @@ static int az_get(void *self, const char *name, uint64_t offset, uint64_t length
         goto out;
     }
 
-    if (resp.status == 200) {
-        /* The whole blob (no range asked, or the server ignored it). */
-        size = resp.body.len;
-        if (offset > size || (length && end > size)) {
-            rc = shorter(a, name, offset, length);
-            goto out;
-        }
-        rc = take_body(&resp, (size_t)offset, (size_t)(length ? length : size - offset), out,
-                       out_len);
-    } else if (resp.status == 206) {
-        const char *cr = cf_http_response_header(&resp, "content-range");
-        unsigned long long lo = 0, hi = 0, total = 0;
-        bool parsed = cr && sscanf(cr, "bytes %llu-%llu/%llu", &lo, &hi, &total) == 3;
-        if (parsed && offset >= total && resp.body.len == 0) {
-            /* Azurite answers a range at or past the end with an empty 206 ("bytes
-             * 1000-999/1000") where Azure answers 416. */
-            rc = length == 0 && offset == total ? take_body(&resp, 0, 0, out, out_len)
-                                                : shorter(a, name, offset, length);
-            goto out;
-        }
-        if (!parsed || lo != offset ||
-            hi < lo || hi - lo + 1 != resp.body.len) {
-            rc = cf_error_set(CF_EIO, 0,
-                              "unable to read '%s' in '%s': the server answered a different "
-                              "range ('%s') than asked",
-                              name, a->display, cr ? cr : "none");
-            goto out;
-        }
-        if (length && resp.body.len != length) {
-            rc = shorter(a, name, offset, length);
-            goto out;
-        }
-        rc = take_body(&resp, 0, resp.body.len, out, out_len);
-    } else if (resp.status == 416) {
+    rc = cf_http_take_range(&resp, offset, length, name, a->display, out, out_len);
+    if (rc <= 0)
+        goto out; /* the data, or what was wrong with it */
+    rc = 0;
+    if (resp.status == 416) {
         /* InvalidRange: the offset is at or past the end. */
         if (length == 0 && (rc = head_blob(a, name, &size, "read")) == 0 && size == offset) {
-            rc = take_body(&resp, 0, 0, out, out_len); /* offset at the very end: empty */
+            rc = cf_http_take_body(&resp, 0, 0, out, out_len); /* offset at the very end: empty */
             goto out;
         }
         if (rc == 0)
-            rc = shorter(a, name, offset, length);
+            rc = cf_http_short_read(name, a->display, offset, length);
     } else if (blob_missing(&resp)) {
         rc = not_found(a, name);
     } else {

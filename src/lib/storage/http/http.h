@@ -127,6 +127,28 @@ void cf_http_redact(const cf_http *h, char **text);
 /* Short text for a status: "403 SignatureDoesNotMatch: <message>" or "404 not found". */
 void cf_http_describe(char *out, size_t n, const cf_http_response *resp);
 
+/* ---- ranged reads (the drivers' get) ---- */
+
+/* The Range header's value for bytes [offset, offset + length); length 0: to the end. */
+void cf_http_range(char out[64], uint64_t offset, uint64_t length);
+
+/* CF_ECORRUPT: the object name at location is shorter than a read of length bytes at
+ * offset needs. */
+int cf_http_short_read(const char *name, const char *location, uint64_t offset,
+                       uint64_t length);
+
+/* Hand bytes [from, from + n) of resp's body to the caller as *out (malloc'd; a 1-byte
+ * allocation when n is 0). */
+int cf_http_take_body(cf_http_response *resp, size_t from, size_t n, uint8_t **out,
+                      size_t *out_len);
+
+/* The data of a ranged GET (offset + length must not overflow) from its final response: a 200
+ * (the whole object, the range cut out of it) or a 206 whose Content-Range is the range
+ * asked for. 0 with *out set; CF_ECORRUPT when the object is shorter than asked; CF_EIO when
+ * the server answered another range; 1 for any other status, for the driver to judge. */
+int cf_http_take_range(cf_http_response *resp, uint64_t offset, uint64_t length,
+                       const char *name, const char *location, uint8_t **out, size_t *out_len);
+
 /* Append s[0..len) percent-encoded per RFC 3986: everything but A-Z a-z 0-9 - _ . ~ (and
  * '/' when keep_slash) becomes %XX with upper-case hex. Returns 0 or CF_ENOMEM. */
 int cf_http_encode(cf_buf *out, const char *s, size_t len, bool keep_slash);

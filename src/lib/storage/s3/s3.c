@@ -368,30 +368,6 @@ static int s3_stat(void *self, const char *name, uint64_t *out_size)
 
 /* ---- get ---- */
 
-static int shorter(const s3 *s, const char *name, uint64_t offset, uint64_t length)
-{
-    return cf_error_set(CF_ECORRUPT, 0,
-                        "object '%s' is shorter than expected (wanted %llu bytes at offset %llu) "
-                        "in '%s'",
-                        name, (unsigned long long)length, (unsigned long long)offset, s->display);
-}
-
-/* Take the response body as the result (a 1-byte allocation for an empty one). */
-static int take_body(cf_http_response *resp, size_t from, size_t n, uint8_t **out, size_t *out_len)
-{
-    if (n == 0) {
-        *out = cf_malloc(1);
-        *out_len = 0;
-        return *out ? 0 : CF_ENOMEM;
-    }
-    uint8_t *p = cf_buf_steal(&resp->body, NULL);
-    if (from)
-        memmove(p, p + from, n);
-    *out = p;
-    *out_len = n;
-    return 0;
-}
-
 static int s3_get(void *self, const char *name, uint64_t offset, uint64_t length, uint8_t **out,
                   size_t *out_len)
 {
@@ -406,17 +382,14 @@ static int s3_get(void *self, const char *name, uint64_t offset, uint64_t length
     if (__builtin_add_overflow(offset, length, &end)) {
         /* Cannot be satisfied; report a missing object as such. */
         if ((rc = head_object(s, name, &size, "read")) == 0)
-            rc = shorter(s, name, offset, length);
+            rc = cf_http_short_read(name, s->display, offset, length);
         goto out;
     }
     if ((rc = req_path(&r, name)) < 0)
         goto out;
     if (offset || length) {
         char range[64];
-        if (length)
-            snprintf(range, sizeof(range), "bytes=%" PRIu64 "-%" PRIu64, offset, end - 1);
-        else
-            snprintf(range, sizeof(range), "bytes=%" PRIu64 "-", offset);
+        cf_http_range(range, offset, length);
         req_header(&r, "Range", range);
     }
     rc = req_do(&r, "read", name, NULL, 0, false,
@@ -429,38 +402,17 @@ static int s3_get(void *self, const char *name, uint64_t offset, uint64_t length
         goto out;
     }
 
-    if (resp.status == 200) {
-        /* The whole object (no range asked, or the server ignored it). */
-        size = resp.body.len;
-        if (offset > size || (length && end > size)) {
-            rc = shorter(s, name, offset, length);
-            goto out;
-        }
-        rc = take_body(&resp, (size_t)offset, (size_t)(length ? length : size - offset), out,
-                       out_len);
-    } else if (resp.status == 206) {
-        const char *cr = cf_http_response_header(&resp, "content-range");
-        unsigned long long a = 0, b = 0, total = 0;
-        if (!cr || sscanf(cr, "bytes %llu-%llu/%llu", &a, &b, &total) != 3 || a != offset ||
-            b < a || b - a + 1 != resp.body.len) {
-            rc = cf_error_set(CF_EIO, 0,
-                              "unable to read '%s' in '%s': the server answered a different "
-                              "range ('%s') than asked",
-                              name, s->display, cr ? cr : "none");
-            goto out;
-        }
-        if (length && resp.body.len != length) {
-            rc = shorter(s, name, offset, length);
-            goto out;
-        }
-        rc = take_body(&resp, 0, resp.body.len, out, out_len);
-    } else if (resp.status == 416) {
+    rc = cf_http_take_range(&resp, offset, length, name, s->display, out, out_len);
+    if (rc <= 0)
+        goto out; /* the data, or what was wrong with it */
+    rc = 0;
+    if (resp.status == 416) {
         if (length == 0 && (rc = head_object(s, name, &size, "read")) == 0 && size == offset) {
-            rc = take_body(&resp, 0, 0, out, out_len); /* offset at the very end: empty */
+            rc = cf_http_take_body(&resp, 0, 0, out, out_len); /* offset at the very end: empty */
             goto out;
         }
         if (rc == 0)
-            rc = shorter(s, name, offset, length);
+            rc = cf_http_short_read(name, s->display, offset, length);
     } else if (resp.status == 404 && !(resp.err_code && strcmp(resp.err_code, "NoSuchBucket") == 0)) {
         rc = not_found(s, name);
     } else {
