@@ -70,6 +70,10 @@ void cli_strs_free(cli_strs *l);
 /* Parse a --threads value (1 to 256) into *out; a usage error naming cmd otherwise. */
 int cli_threads(unsigned *out, const char *arg, const char *cmd);
 
+/* A line on stderr: {"message_type": type, "message": line} with --json, otherwise
+ * "coffer: <prefix><line>". */
+void cli_stderr_line(const char *type, const char *prefix, const char *line);
+
 /* A source's progress line (on_message of the database adapters): on stderr, as a JSON
  * message with --json; with --quiet only warnings. */
 void cli_message(const char *line, void *payload);

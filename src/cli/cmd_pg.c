@@ -734,16 +734,7 @@ static void check_problem(cf_pg_msg_level level, const char *line, void *payload
 {
     (void)level;
     (void)payload;
-    if (g.json) {
-        json_t *o = json_pack("{s:s, s:s}", "message_type", "problem", "message", line);
-        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (t)
-            fprintf(stderr, "%s\n", t);
-        free(t);
-        json_decref(o);
-    } else {
-        fprintf(stderr, "coffer: problem: %s\n", line);
-    }
+    cli_stderr_line("problem", "problem: ", line);
 }
 
 static int pg_check_cmd(int argc, char **argv)

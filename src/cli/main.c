@@ -196,19 +196,25 @@ int cli_threads(unsigned *out, const char *arg, const char *cmd)
     return 0;
 }
 
-void cli_message(const char *line, void *payload)
+void cli_stderr_line(const char *type, const char *prefix, const char *line)
 {
-    (void)payload;
     if (g.json) {
-        json_t *o = json_pack("{s:s, s:s}", "message_type", "message", "message", line);
+        json_t *o = json_pack("{s:s, s:s}", "message_type", type, "message", line);
         char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
         if (t)
             fprintf(stderr, "%s\n", t);
         free(t);
         json_decref(o);
-    } else if (!g.quiet || strncmp(line, "warning:", 8) == 0) {
-        fprintf(stderr, "coffer: %s\n", line);
+    } else {
+        fprintf(stderr, "coffer: %s%s\n", prefix, line);
     }
+}
+
+void cli_message(const char *line, void *payload)
+{
+    (void)payload;
+    if (g.json || !g.quiet || strncmp(line, "warning:", 8) == 0)
+        cli_stderr_line("message", "", line);
 }
 
 static void on_cancel_signal(int sig)
