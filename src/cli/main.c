@@ -72,18 +72,24 @@ int cli_usage(const char *fmt, ...)
     return EXIT_USAGE;
 }
 
+/* Print o compactly on stderr, one line, and release it. */
+static void json_to_stderr(json_t *o)
+{
+    char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (t)
+        fprintf(stderr, "%s\n", t);
+    free(t);
+    json_decref(o);
+}
+
 int cli_fail(int rc)
 {
     const cf_error *e = cf_error_last();
     const char *msg = e->message && *e->message ? e->message : cf_error_desc(rc);
     if (g.json) {
-        json_t *o = json_pack("{s:s, s:s, s:s?, s:i}", "error", msg, "code", cf_error_name(rc),
-                              "hint", e->hint, "exit_code", cf_error_exit_code(rc));
-        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (t)
-            fprintf(stderr, "%s\n", t);
-        free(t);
-        json_decref(o);
+        json_to_stderr(json_pack("{s:s, s:s, s:s?, s:i}", "error", msg, "code",
+                                 cf_error_name(rc), "hint", e->hint, "exit_code",
+                                 cf_error_exit_code(rc)));
     } else {
         fprintf(stderr, "coffer: error: %s\n", msg);
         if (e->hint)
@@ -199,12 +205,7 @@ int cli_threads(unsigned *out, const char *arg, const char *cmd)
 void cli_stderr_line(const char *type, const char *prefix, const char *line)
 {
     if (g.json) {
-        json_t *o = json_pack("{s:s, s:s}", "message_type", type, "message", line);
-        char *t = o ? json_dumps(o, JSON_COMPACT) : NULL;
-        if (t)
-            fprintf(stderr, "%s\n", t);
-        free(t);
-        json_decref(o);
+        json_to_stderr(json_pack("{s:s, s:s}", "message_type", type, "message", line));
     } else {
         fprintf(stderr, "coffer: %s%s\n", prefix, line);
     }
