@@ -32,7 +32,12 @@ extern cli_globals g;
 
 /* Print "coffer: error: message" (+ hint) for rc and return its exit code. */
 int cli_fail(int rc);
-/* Print a usage error and return EXIT_USAGE. */
+/* Report an error found by the CLI itself (code: a CF_E* code, hint may be NULL) as
+ * cli_fail reports the library's: text or --json; returns the exit code. */
+int cli_error(int code, const char *hint, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Print a usage error (text, or JSON with --json) and return EXIT_USAGE. */
 int cli_usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A credential from the command line, environment or terminal. */
 typedef struct {

@@ -79,8 +79,8 @@ static int read_exclude_file(cli_strs *ex, const char *file, char ***keep, size_
 {
     FILE *f = fopen(file, "re");
     if (!f) {
-        fprintf(stderr, "coffer: error: unable to read exclude file '%s': %s\n", file, strerror(errno));
-        return 1;
+        return cli_error(CF_EIO, NULL, "unable to read exclude file '%s': %s", file,
+                         strerror(errno));
     }
     char line[4096];
     while (fgets(line, sizeof(line), f)) {

@@ -90,9 +90,8 @@ static int load_config(const char *path)
 {
     FILE *f = fopen(path, "re");
     if (!f) {
-        fprintf(stderr, "coffer: error: unable to read config file '%s': %s\n", path,
-                strerror(errno));
-        return 1;
+        return cli_error(CF_EIO, NULL, "unable to read config file '%s': %s", path,
+                         strerror(errno));
     }
     const char *env_repo = getenv("COFFER_REPO");
     bool repo_from_env = g.repo && env_repo && g.repo == env_repo;
@@ -113,16 +112,14 @@ static int load_config(const char *path)
             s += 7;
         char *eq = strchr(s, '=');
         if (!eq || eq == s) {
-            fprintf(stderr, "coffer: error: config file '%s', line %d: expected NAME=value\n",
-                    path, lineno);
-            rc = EXIT_USAGE;
+            rc = cli_error(CF_EINVAL, NULL, "config file '%s', line %d: expected NAME=value",
+                           path, lineno);
             break;
         }
         *eq = '\0';
         if (!parse_value(eq + 1, val, sizeof(val))) {
-            fprintf(stderr, "coffer: error: config file '%s', line %d: unterminated quote\n",
-                    path, lineno);
-            rc = EXIT_USAGE;
+            rc = cli_error(CF_EINVAL, NULL, "config file '%s', line %d: unterminated quote",
+                           path, lineno);
             break;
         }
         if (strncmp(s, "COFFER_", 7) != 0 && strncmp(s, "PG", 2) != 0) {
@@ -480,8 +477,7 @@ static int restore_env(cli_strs *lines, char ***owned, size_t *nowned, const cli
     if (!p) {
         for (int j = 0; j < 3; j++)
             free(items[j]);
-        fprintf(stderr, "coffer: error: out of memory\n");
-        return 1;
+        return cli_error(CF_ENOMEM, NULL, "out of memory");
     }
     *owned = p;
     for (int i = 0; i < 3; i++) {

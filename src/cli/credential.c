@@ -91,7 +91,7 @@ static char *read_file(const char *path, size_t *len, const char *what)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        fprintf(stderr, "coffer: error: unable to read %s '%s': %s\n", what, path, strerror(errno));
+        cli_error(CF_EIO, NULL, "unable to read %s '%s': %s", what, path, strerror(errno));
         return NULL;
     }
     char *s = slurp_fd(fd, len);
@@ -103,14 +103,14 @@ static char *run_command(const char *cmd, size_t *len, const char *what)
 {
     FILE *p = popen(cmd, "r");
     if (!p) {
-        fprintf(stderr, "coffer: error: unable to run %s: %s\n", what, strerror(errno));
+        cli_error(CF_EIO, NULL, "unable to run %s: %s", what, strerror(errno));
         return NULL;
     }
     char *s = slurp_fd(fileno(p), len); /* never through p's stdio buffer */
     int st = pclose(p);
     if (st != 0) {
-        fprintf(stderr, "coffer: error: %s failed (exit status %d); its error output is above\n",
-                what, WIFEXITED(st) ? WEXITSTATUS(st) : -1);
+        cli_error(CF_EIO, NULL, "%s failed (exit status %d); its error output is above", what,
+                  WIFEXITED(st) ? WEXITSTATUS(st) : -1);
         if (s) {
             OPENSSL_cleanse(s, SECRET_MAX + 1);
             free(s);
@@ -185,9 +185,8 @@ static int key_from(cli_cred *out, char *text, size_t len, const char *where)
         free(text);
     }
     if (!ok) {
-        fprintf(stderr, "coffer: error: the key from %s is not 32 bytes (raw, 64 hex digits or "
-                        "base64)\n", where);
-        return EXIT_USAGE;
+        return cli_error(CF_EINVAL, NULL,
+                         "the key from %s is not 32 bytes (raw, 64 hex digits or base64)", where);
     }
     out->c.key = out->key;
     return 0;
@@ -249,30 +248,27 @@ int cli_cred_get(cli_cred *out, bool confirm, bool is_new)
             wipe_free(again);
             if (!same) {
                 wipe_free(pw);
-                fprintf(stderr, "coffer: error: passwords do not match\n");
-                return EXIT_USAGE;
+                return cli_error(CF_EINVAL, NULL, "passwords do not match");
             }
         }
     } else {
         if (is_new)
-            fprintf(stderr, "coffer: error: no new password or key given\n"
-                            "hint: set COFFER_NEW_PASSWORD or COFFER_NEW_KEY, or use "
-                            "--new-password-file, --new-key-file or --new-key-command\n");
-        else
-            fprintf(stderr, "coffer: error: no password given\n"
-                            "hint: set COFFER_PASSWORD, --password-file or --password-command "
-                            "(or COFFER_KEY, --key-file, --key-command)\n");
-        return EXIT_USAGE;
+            return cli_error(CF_EINVAL,
+                             "set COFFER_NEW_PASSWORD or COFFER_NEW_KEY, or use "
+                             "--new-password-file, --new-key-file or --new-key-command",
+                             "no new password or key given");
+        return cli_error(CF_EINVAL,
+                         "set COFFER_PASSWORD, --password-file or --password-command (or "
+                         "COFFER_KEY, --key-file, --key-command)",
+                         "no password given");
     }
     wipe_free(penv);
     if (!pw) {
-        fprintf(stderr, "coffer: error: unable to read the password\n");
-        return 1;
+        return cli_error(CF_EIO, NULL, "unable to read the password");
     }
     if (!*pw) {
         wipe_free(pw);
-        fprintf(stderr, "coffer: error: the password is empty\n");
-        return EXIT_USAGE;
+        return cli_error(CF_EINVAL, NULL, "the password is empty");
     }
     out->password = pw;
     out->c.password = pw;

@@ -61,15 +61,35 @@ static const char *usage_text =
     "11 wrong password, 12 damaged repository, 13 locked, 14 no space,\n"
     "15 storage refused the credentials (docs/EXIT-CODES.md)\n";
 
+static void json_to_stderr(json_t *o);
+
 int cli_usage(const char *fmt, ...)
 {
+    char msg[1024];
     va_list ap;
-    fputs("coffer: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    fputs("\nrun 'coffer help' for usage\n", stderr);
+    if (g.json)
+        json_to_stderr(json_pack("{s:s, s:s, s:s, s:i}", "error", msg, "code",
+                                 cf_error_name(CF_EINVAL), "hint", "run 'coffer help' for usage",
+                                 "exit_code", EXIT_USAGE));
+    else
+        fprintf(stderr, "coffer: %s\nrun 'coffer help' for usage\n", msg);
     return EXIT_USAGE;
+}
+
+int cli_error(int code, const char *hint, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    cf_error_set(code, 0, "%s", msg);
+    if (hint)
+        cf_error_hint("%s", hint);
+    return cli_fail(code);
 }
 
 /* Print o compactly on stderr, one line, and release it. */

@@ -414,6 +414,10 @@ case_usage() {
     expect_exit 2 cf ls
     expect_exit 2 cf init --pack-size lots
     expect_exit 2 cf
+    # with --json every error is one JSON object, usage errors included
+    expect_exit 2 cf --json frobnicate || return 1
+    check "a usage error under --json is not JSON: $(cat "$ERR")" \
+        python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if d["exit_code"] == 2 and d["code"] == "INVAL" else 1)' "$ERR"
     return 0
 }
 
@@ -468,6 +472,12 @@ case_password_sources() {
     # no password at all, no terminal: a clear error, not a hang
     run timeout 10 setsid "$COFFER" snapshots
     { _crashed || [[ $RC -eq 0 || $RC -eq 124 ]]; } && note "no password and no terminal gave exit $RC"
+    run timeout 10 setsid "$COFFER" --json snapshots
+    check "a missing password under --json is not a JSON error: $(cat "$ERR")" \
+        python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if d["exit_code"] == 2 and "password" in d["error"] and d["hint"] else 1)' "$ERR"
+    run cf --json --password-file "$TMP/no-such-file" snapshots
+    check "a missing password file under --json is not a JSON error: $(cat "$ERR")" \
+        python3 -c 'import json,sys; d=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); sys.exit(0 if d["exit_code"] == 1 and "no-such-file" in d["error"] else 1)' "$ERR"
     export COFFER_PASSWORD=$saved
     return 0
 }
