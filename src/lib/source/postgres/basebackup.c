@@ -452,7 +452,7 @@ int cf_pg_backup(cf_repo *repo, const cf_pg_backup_opts *o, cf_pg_base_info *out
                  cf_backup_stats *out_stats)
 {
     bb_ctx c;
-    cf_pg__argv a = {0};
+    cf_argv a = {0};
     char bin[PATH_MAX];
     char *mtail = NULL;
     int rc;
@@ -473,13 +473,13 @@ int cf_pg_backup(cf_repo *repo, const cf_pg_backup_opts *o, cf_pg_base_info *out
     cf_time_format(when, cf_now_ns());
     snprintf(c.label, sizeof(c.label), "coffer %.19s", when);
     /* tar to stdout; no WAL in it (-X none): it comes from the archive at restore */
-    if ((rc = cf_pg__argv_add(&a, bin)) || (rc = cf_pg__argv_add(&a, "-D")) ||
-        (rc = cf_pg__argv_add(&a, "-")) || (rc = cf_pg__argv_add(&a, "-F")) ||
-        (rc = cf_pg__argv_add(&a, "tar")) || (rc = cf_pg__argv_add(&a, "-X")) ||
-        (rc = cf_pg__argv_add(&a, "none")) || (rc = cf_pg__argv_add(&a, "-c")) ||
-        (rc = cf_pg__argv_add(&a, o->spread_checkpoint ? "spread" : "fast")) ||
-        (rc = cf_pg__argv_add(&a, "--verbose")) || (rc = cf_pg__argv_add(&a, "-l")) ||
-        (rc = cf_pg__argv_add(&a, c.label)) || (rc = cf_pg__argv_add(&a, "-w")) ||
+    if ((rc = cf_argv_add(&a, bin)) || (rc = cf_argv_add(&a, "-D")) ||
+        (rc = cf_argv_add(&a, "-")) || (rc = cf_argv_add(&a, "-F")) ||
+        (rc = cf_argv_add(&a, "tar")) || (rc = cf_argv_add(&a, "-X")) ||
+        (rc = cf_argv_add(&a, "none")) || (rc = cf_argv_add(&a, "-c")) ||
+        (rc = cf_argv_add(&a, o->spread_checkpoint ? "spread" : "fast")) ||
+        (rc = cf_argv_add(&a, "--verbose")) || (rc = cf_argv_add(&a, "-l")) ||
+        (rc = cf_argv_add(&a, c.label)) || (rc = cf_argv_add(&a, "-w")) ||
         (rc = cf_pg__argv_conn(&a, &c.t, false))) /* a replication connection: no dbname */
         goto out;
     if ((rc = cf_pg__spawn(&c.proc, a.v, &c.t.os, CF_PG_FD_NULL, CF_PG_FD_PIPE, NULL, on_bb_line,
@@ -539,7 +539,7 @@ out:
         cf_pg__proc_free(&c.proc);
     }
     free(mtail);
-    cf_pg__argv_free(&a);
+    cf_argv_free(&a);
     cf_pg__target_free(&c.t);
     return rc;
 }

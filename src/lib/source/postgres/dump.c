@@ -51,7 +51,7 @@ int cf_pg_dump(cf_repo *repo, const cf_pg_dump_opts *o, char out_id[65],
                cf_backup_stats *out_stats)
 {
     cf_pg__target t;
-    cf_pg__argv a = {0};
+    cf_argv a = {0};
     dump_ctx c;
     char bin[PATH_MAX], name[128];
     bool spawned = false;
@@ -75,11 +75,11 @@ int cf_pg_dump(cf_repo *repo, const cf_pg_dump_opts *o, char out_id[65],
     c.dbname = o->conn.dbname;
     if ((rc = cf_pg__find_bin(bin, sizeof(bin), t.bindir, "pg_dump", NULL)))
         goto out;
-    if ((rc = cf_pg__argv_add(&a, bin)) || (rc = cf_pg__argv_add(&a, "-Fc")) ||
-        (rc = cf_pg__argv_add(&a, "-w")) || (rc = cf_pg__argv_conn(&a, &t, false)))
+    if ((rc = cf_argv_add(&a, bin)) || (rc = cf_argv_add(&a, "-Fc")) ||
+        (rc = cf_argv_add(&a, "-w")) || (rc = cf_pg__argv_conn(&a, &t, false)))
         goto out;
     for (const char *const *x = o->pg_dump_args; x && *x; x++)
-        if ((rc = cf_pg__argv_add(&a, *x)))
+        if ((rc = cf_argv_add(&a, *x)))
             goto out;
     /* the name as a connection string: a database name beginning with '-' stays one */
     cf_buf cs;
@@ -89,8 +89,8 @@ int cf_pg_dump(cf_repo *repo, const cf_pg_dump_opts *o, char out_id[65],
         rc = conninfo_quote(&cs, o->conn.dbname);
     if (rc == 0)
         rc = cf_buf_append(&cs, "", 1);
-    if (rc == 0 && ((rc = cf_pg__argv_add(&a, "-d")) == 0))
-        rc = cf_pg__argv_add(&a, (const char *)cs.data);
+    if (rc == 0 && ((rc = cf_argv_add(&a, "-d")) == 0))
+        rc = cf_argv_add(&a, (const char *)cs.data);
     cf_buf_free(&cs);
     if (rc)
         goto out;
@@ -121,7 +121,7 @@ out:
         }
         cf_pg__proc_free(&c.proc);
     }
-    cf_pg__argv_free(&a);
+    cf_argv_free(&a);
     cf_pg__target_free(&t);
     return rc;
 }
@@ -208,7 +208,7 @@ static int quote_ident(cf_buf *b, const char *s)
 int cf_pg_restore_dump(cf_repo *repo, const cf_pg_restore_dump_opts *o, char out_id[65])
 {
     cf_pg__target t;
-    cf_pg__argv a = {0};
+    cf_argv a = {0};
     cf_snapshot *snap = NULL;
     cf_buf sql, cs;
     char bin[PATH_MAX];
@@ -247,14 +247,14 @@ int cf_pg_restore_dump(cf_repo *repo, const cf_pg_restore_dump_opts *o, char out
     if ((rc = cf_buf_append_str(&cs, "dbname=")) || (rc = conninfo_quote(&cs, o->conn.dbname)) ||
         (rc = cf_buf_append(&cs, "", 1)))
         goto out;
-    if ((rc = cf_pg__argv_add(&a, bin)) || (rc = cf_pg__argv_add(&a, "-w")) ||
-        (rc = cf_pg__argv_conn(&a, &t, false)) || (rc = cf_pg__argv_add(&a, "-d")) ||
-        (rc = cf_pg__argv_add(&a, (const char *)cs.data)))
+    if ((rc = cf_argv_add(&a, bin)) || (rc = cf_argv_add(&a, "-w")) ||
+        (rc = cf_pg__argv_conn(&a, &t, false)) || (rc = cf_argv_add(&a, "-d")) ||
+        (rc = cf_argv_add(&a, (const char *)cs.data)))
         goto out;
-    if ((o->clean && ((rc = cf_pg__argv_add(&a, "--clean")) ||
-                      (rc = cf_pg__argv_add(&a, "--if-exists")))) ||
-        (o->no_owner && (rc = cf_pg__argv_add(&a, "--no-owner"))) ||
-        (o->exit_on_error && (rc = cf_pg__argv_add(&a, "--exit-on-error"))))
+    if ((o->clean && ((rc = cf_argv_add(&a, "--clean")) ||
+                      (rc = cf_argv_add(&a, "--if-exists")))) ||
+        (o->no_owner && (rc = cf_argv_add(&a, "--no-owner"))) ||
+        (o->exit_on_error && (rc = cf_argv_add(&a, "--exit-on-error"))))
         goto out;
     cf_pg__proc p;
     if ((rc = cf_pg__spawn(&p, a.v, &t.os, CF_PG_FD_PIPE, CF_PG_FD_NULL, NULL, o->on_message,
@@ -286,7 +286,7 @@ out:
     cf_snapshot_free(snap);
     cf_buf_free(&sql);
     cf_buf_free(&cs);
-    cf_pg__argv_free(&a);
+    cf_argv_free(&a);
     cf_pg__target_free(&t);
     return rc;
 }

@@ -42,17 +42,9 @@ typedef struct {
 int cf_pg__resolve(cf_pg__target *out, const cf_pg_conn *c);
 void cf_pg__target_free(cf_pg__target *t);
 
-/* ---- argv building ---- */
-typedef struct {
-    char **v;
-    size_t n, cap;
-} cf_pg__argv;
-
-int cf_pg__argv_add(cf_pg__argv *a, const char *s);
-int cf_pg__argv_addf(cf_pg__argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* ---- argv building (util's cf_argv) ---- */
 /* -h -p -U (and -d when with_db) of t */
-int cf_pg__argv_conn(cf_pg__argv *a, const cf_pg__target *t, bool with_db);
-void cf_pg__argv_free(cf_pg__argv *a);
+int cf_pg__argv_conn(cf_argv *a, const cf_pg__target *t, bool with_db);
 
 /* Find a PostgreSQL program: bindir, then the version's Debian/RPM directories, PATH, and the
  * newest /usr/lib/postgresql/N/bin. out is PATH_MAX bytes. */

@@ -182,56 +182,19 @@ void cf_pg__target_free(cf_pg__target *t)
 
 /* ------------------------------------------------------------------ argv */
 
-int cf_pg__argv_add(cf_pg__argv *a, const char *s)
-{
-    if (a->n + 2 > a->cap) {
-        size_t ncap = a->cap ? a->cap * 2 : 16;
-        char **v = cf_realloc(a->v, ncap * sizeof(char *));
-        if (!v)
-            return CF_ENOMEM;
-        a->v = v;
-        a->cap = ncap;
-    }
-    if (!(a->v[a->n] = cf_strdup(s)))
-        return CF_ENOMEM;
-    a->n++;
-    a->v[a->n] = NULL;
-    return 0;
-}
-
-int cf_pg__argv_addf(cf_pg__argv *a, const char *fmt, ...)
-{
-    char buf[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(buf))
-        return cf_error_set(CF_EINVAL, 0, "argument too long");
-    return cf_pg__argv_add(a, buf);
-}
-
-int cf_pg__argv_conn(cf_pg__argv *a, const cf_pg__target *t, bool with_db)
+int cf_pg__argv_conn(cf_argv *a, const cf_pg__target *t, bool with_db)
 {
     int rc = 0;
-    if (t->host && ((rc = cf_pg__argv_add(a, "-h")) || (rc = cf_pg__argv_add(a, t->host))))
+    if (t->host && ((rc = cf_argv_add(a, "-h")) || (rc = cf_argv_add(a, t->host))))
         return rc;
-    if (t->port && ((rc = cf_pg__argv_add(a, "-p")) || (rc = cf_pg__argv_add(a, t->port))))
+    if (t->port && ((rc = cf_argv_add(a, "-p")) || (rc = cf_argv_add(a, t->port))))
         return rc;
-    if (t->user && ((rc = cf_pg__argv_add(a, "-U")) || (rc = cf_pg__argv_add(a, t->user))))
+    if (t->user && ((rc = cf_argv_add(a, "-U")) || (rc = cf_argv_add(a, t->user))))
         return rc;
     if (with_db && t->dbname &&
-        ((rc = cf_pg__argv_add(a, "-d")) || (rc = cf_pg__argv_add(a, t->dbname))))
+        ((rc = cf_argv_add(a, "-d")) || (rc = cf_argv_add(a, t->dbname))))
         return rc;
     return 0;
-}
-
-void cf_pg__argv_free(cf_pg__argv *a)
-{
-    for (size_t i = 0; i < a->n; i++)
-        free(a->v[i]);
-    free(a->v);
-    memset(a, 0, sizeof(*a));
 }
 
 /* ------------------------------------------------------------------ finding programs */
@@ -591,19 +554,19 @@ int cf_pg__psql(char **out, const cf_pg__target *t, const char *sql)
 {
     *out = NULL;
     char bin[PATH_MAX];
-    cf_pg__argv a = {0};
+    cf_argv a = {0};
     cf_pg__proc p;
     cf_buf b;
     cf_buf_init(&b, 16 << 20);
     int rc = cf_pg__find_bin(bin, sizeof(bin), t->bindir, "psql", NULL);
     if (rc)
         return rc;
-    if ((rc = cf_pg__argv_add(&a, bin)) || (rc = cf_pg__argv_add(&a, "-X")) ||
-        (rc = cf_pg__argv_add(&a, "-A")) || (rc = cf_pg__argv_add(&a, "-t")) ||
-        (rc = cf_pg__argv_add(&a, "-q")) || (rc = cf_pg__argv_add(&a, "-w")) ||
-        (rc = cf_pg__argv_add(&a, "-v")) || (rc = cf_pg__argv_add(&a, "ON_ERROR_STOP=1")) ||
-        (rc = cf_pg__argv_conn(&a, t, true)) || (rc = cf_pg__argv_add(&a, "-c")) ||
-        (rc = cf_pg__argv_add(&a, sql)))
+    if ((rc = cf_argv_add(&a, bin)) || (rc = cf_argv_add(&a, "-X")) ||
+        (rc = cf_argv_add(&a, "-A")) || (rc = cf_argv_add(&a, "-t")) ||
+        (rc = cf_argv_add(&a, "-q")) || (rc = cf_argv_add(&a, "-w")) ||
+        (rc = cf_argv_add(&a, "-v")) || (rc = cf_argv_add(&a, "ON_ERROR_STOP=1")) ||
+        (rc = cf_pg__argv_conn(&a, t, true)) || (rc = cf_argv_add(&a, "-c")) ||
+        (rc = cf_argv_add(&a, sql)))
         goto out;
     if ((rc = cf_pg__spawn(&p, a.v, &t->os, CF_PG_FD_NULL, CF_PG_FD_PIPE, NULL, NULL, 0, NULL)))
         goto out;
@@ -626,7 +589,7 @@ int cf_pg__psql(char **out, const cf_pg__target *t, const char *sql)
         *out = (char *)cf_buf_steal(&b, NULL);
 out:
     cf_buf_free(&b);
-    cf_pg__argv_free(&a);
+    cf_argv_free(&a);
     return rc;
 }
 
