@@ -395,3 +395,22 @@ void cf_argv_free(cf_argv *a)
     free(a->v);
     memset(a, 0, sizeof(*a));
 }
+
+/* ------------------------------------------------------------------ stream tails */
+
+void cf_tail_keep(char *tail, size_t *len, size_t max, const void *p, size_t n)
+{
+    const char *src = p;
+    if (n >= max) {
+        memcpy(tail, src + n - max, max);
+        *len = max;
+        return;
+    }
+    if (*len + n > max) {
+        size_t drop = *len + n - max;
+        memmove(tail, tail + drop, *len - drop);
+        *len -= drop;
+    }
+    memcpy(tail + *len, src, n);
+    *len += n;
+}

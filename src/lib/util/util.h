@@ -135,4 +135,8 @@ int cf_argv_add(cf_argv *a, const char *s);
 int cf_argv_addf(cf_argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cf_argv_free(cf_argv *a);
 
+/* Keep the last max bytes of a stream in tail (holding *len): append p[0..n), dropping the
+ * oldest bytes beyond max. */
+void cf_tail_keep(char *tail, size_t *len, size_t max, const void *p, size_t n);
+
 #endif

@@ -35,22 +35,6 @@ typedef struct {
     const char *databases;
 } dump_ctx;
 
-static void keep_tail(dump_ctx *c, const uint8_t *p, size_t n)
-{
-    if (n >= TAIL) {
-        memcpy(c->tail, p + n - TAIL, TAIL);
-        c->tail_len = TAIL;
-        return;
-    }
-    if (c->tail_len + n > TAIL) {
-        size_t drop = c->tail_len + n - TAIL;
-        memmove(c->tail, c->tail + drop, c->tail_len - drop);
-        c->tail_len -= drop;
-    }
-    memcpy(c->tail + c->tail_len, p, n);
-    c->tail_len += n;
-}
-
 static int write_all(int fd, const uint8_t *p, size_t n)
 {
     while (n) {
@@ -73,7 +57,7 @@ static void *relay_main(void *arg)
     sigaddset(&set, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &set, NULL); /* a reader gone is EPIPE, not a signal */
     int err = write_all(c->relay_w, c->head.data, c->head.len);
-    keep_tail(c, c->head.data, c->head.len);
+    cf_tail_keep(c->tail, &c->tail_len, TAIL, c->head.data, c->head.len);
     c->bytes = c->head.len;
     uint8_t buf[65536];
     while (!err && !c->dump_eof) {
@@ -86,7 +70,7 @@ static void *relay_main(void *arg)
         }
         if (n == 0)
             break;
-        keep_tail(c, buf, (size_t)n);
+        cf_tail_keep(c->tail, &c->tail_len, TAIL, buf, (size_t)n);
         c->bytes += (uint64_t)n;
         err = write_all(c->relay_w, buf, (size_t)n);
     }

@@ -133,18 +133,7 @@ static void tar_data(cf_pg__tar *t, const uint8_t *p, size_t n)
         t->label_len += k;
         t->label[t->label_len] = '\0';
     } else if (t->capture == 2 && t->mtail) {
-        if (n >= CF_PG_MTAIL_MAX) {
-            memcpy(t->mtail, p + n - CF_PG_MTAIL_MAX, CF_PG_MTAIL_MAX);
-            t->mtail_len = CF_PG_MTAIL_MAX;
-        } else {
-            if (t->mtail_len + n > CF_PG_MTAIL_MAX) {
-                size_t drop = t->mtail_len + n - CF_PG_MTAIL_MAX;
-                memmove(t->mtail, t->mtail + drop, t->mtail_len - drop);
-                t->mtail_len -= drop;
-            }
-            memcpy(t->mtail + t->mtail_len, p, n);
-            t->mtail_len += n;
-        }
+        cf_tail_keep(t->mtail, &t->mtail_len, CF_PG_MTAIL_MAX, p, n);
         t->mtail[t->mtail_len] = '\0';
     }
 }
