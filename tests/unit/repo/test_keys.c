@@ -170,6 +170,17 @@ static void test_all_slots_damaged(void **state)
     free(name);
 }
 
+/* Store the key slot doc under name with one field replaced (value is taken). */
+static void put_edited(const char *name, const json_t *doc, const char *key, json_t *value)
+{
+    json_t *copy = json_deep_copy(doc);
+    json_object_set_new(copy, key, value);
+    char *text = json_dumps(copy, JSON_COMPACT);
+    put_text(name, text);
+    free(text);
+    json_decref(copy);
+}
+
 static void test_slot_fields_damaged(void **state)
 {
     (void)state;
@@ -200,12 +211,7 @@ static void test_slot_fields_damaged(void **state)
         {"salt", json_string("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="), CF_EAUTH},
     };
     for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
-        json_t *copy = json_deep_copy(doc);
-        json_object_set_new(copy, edits[i].key, edits[i].value);
-        char *text = json_dumps(copy, JSON_COMPACT);
-        put_text(name, text);
-        free(text);
-        json_decref(copy);
+        put_edited(name, doc, edits[i].key, edits[i].value);
         int rc = try_open(TEST_PASSWORD);
         /* a single slot that cannot be read at all makes the repository unreadable */
         int want = edits[i].expect == CF_EAUTH ? CF_EAUTH : CF_ECORRUPT;
@@ -214,17 +220,11 @@ static void test_slot_fields_damaged(void **state)
                      cf_error_name(want), cf_error_name(rc), cf_error_last()->message);
     }
     /* the encrypted key itself, one bit changed */
-    json_t *copy = json_deep_copy(doc);
-    const char *data64 = json_string_value(json_object_get(copy, "data"));
-    char *d = cf_strdup(data64);
+    char *d = cf_strdup(json_string_value(json_object_get(doc, "data")));
     d[10] = d[10] == 'A' ? 'B' : 'A';
-    json_object_set_new(copy, "data", json_string(d));
-    char *text = json_dumps(copy, JSON_COMPACT);
-    put_text(name, text);
+    put_edited(name, doc, "data", json_string(d));
     th_expect(try_open(TEST_PASSWORD), CF_EAUTH, NULL);
-    free(text);
     free(d);
-    json_decref(copy);
     /* restored */
     put_text(name, orig);
     th_ok(try_open(TEST_PASSWORD));
@@ -258,12 +258,7 @@ static void test_slot_list_generations(void **state)
         {"current", json_integer((json_int_t)UINT32_MAX), false},
     };
     for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
-        json_t *copy = json_deep_copy(doc);
-        json_object_set_new(copy, edits[i].key, edits[i].value);
-        char *text = json_dumps(copy, JSON_COMPACT);
-        put_text(name, text);
-        free(text);
-        json_decref(copy);
+        put_edited(name, doc, edits[i].key, edits[i].value);
         cf_repo *r = NULL;
         put_text("keys/" SPARE, orig); /* an intact slot to open the repository with */
         th_ok(cf_repo_open(&r, URL, TEST_PASSWORD));
