@@ -481,14 +481,8 @@ static int submit_file(rctx *c, int fd, int dirfd, const cf_node *n, const char 
 
 static int defer_link(rctx *c, const char *rel, const char *target, const char *path)
 {
-    if (c->nplinks == c->plinks_cap) {
-        size_t ncap = c->plinks_cap ? c->plinks_cap * 2 : 16;
-        pending_link *p = cf_realloc(c->plinks, ncap * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        c->plinks = p;
-        c->plinks_cap = ncap;
-    }
+    if (cf_array_grow(&c->plinks, &c->plinks_cap, c->nplinks, sizeof(*c->plinks)))
+        return CF_ENOMEM;
     pending_link *l = &c->plinks[c->nplinks];
     l->rel = cf_strdup(rel);
     l->target = cf_strdup(target);
@@ -512,14 +506,8 @@ static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, c
         for (size_t i = 0; i < c->nlinks; i++)
             if (c->links[i].dev == n->dev && c->links[i].inode == n->inode)
                 return defer_link(c, rel, c->links[i].rel, path);
-        if (c->nlinks == c->links_cap) {
-            size_t ncap = c->links_cap ? c->links_cap * 2 : 16;
-            link_rec *p = cf_realloc(c->links, ncap * sizeof(*p));
-            if (!p)
-                return CF_ENOMEM;
-            c->links = p;
-            c->links_cap = ncap;
-        }
+        if (cf_array_grow(&c->links, &c->links_cap, c->nlinks, sizeof(*c->links)))
+            return CF_ENOMEM;
         if (!(c->links[c->nlinks].rel = cf_strdup(rel)))
             return CF_ENOMEM;
         c->links[c->nlinks].dev = n->dev;
@@ -647,14 +635,8 @@ static void restore_special(rctx *c, int dirfd, const cf_node *n, const char *pa
 
 static int defer_dir_meta(rctx *c, const char *rel, const char *path, const cf_node *n)
 {
-    if (c->ndirs == c->dirs_cap) {
-        size_t ncap = c->dirs_cap ? c->dirs_cap * 2 : 64;
-        dir_meta *p = cf_realloc(c->dirs, ncap * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        c->dirs = p;
-        c->dirs_cap = ncap;
-    }
+    if (cf_array_grow(&c->dirs, &c->dirs_cap, c->ndirs, sizeof(*c->dirs)))
+        return CF_ENOMEM;
     dir_meta *d = &c->dirs[c->ndirs];
     memset(d, 0, sizeof(*d));
     if (!(d->rel = cf_strdup(rel)) || !(d->path = cf_strdup(path)) || cf_node__copy(&d->node, n)) {

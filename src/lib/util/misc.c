@@ -359,16 +359,33 @@ bad:
 
 /* ------------------------------------------------------------------ argv */
 
+int cf_array_grow(void *pv, size_t *cap, size_t n, size_t elem)
+{
+    if (n < *cap)
+        return 0;
+    size_t ncap = *cap ? *cap : 16;
+    while (ncap <= n) {
+        if (ncap > SIZE_MAX / 2)
+            return CF_ENOMEM;
+        ncap *= 2;
+    }
+    if (elem && ncap > SIZE_MAX / elem)
+        return CF_ENOMEM;
+    void *old;
+    memcpy(&old, pv, sizeof(old));
+    void *p = cf_realloc(old, ncap * elem);
+    if (!p)
+        return CF_ENOMEM;
+    memcpy(pv, &p, sizeof(p));
+    *cap = ncap;
+    return 0;
+}
+
 int cf_argv_add(cf_argv *a, const char *s)
 {
-    if (a->n + 2 > a->cap) {
-        size_t nc = a->cap ? a->cap * 2 : 16;
-        char **p = cf_realloc(a->v, nc * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        a->v = p;
-        a->cap = nc;
-    }
+    /* room for s and the terminating NULL */
+    if (cf_array_grow(&a->v, &a->cap, a->n + 1, sizeof(*a->v)))
+        return CF_ENOMEM;
     if (!(a->v[a->n] = cf_strdup(s)))
         return CF_ENOMEM;
     a->n++;

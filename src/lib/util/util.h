@@ -135,6 +135,11 @@ int cf_argv_add(cf_argv *a, const char *s);
 int cf_argv_addf(cf_argv *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void cf_argv_free(cf_argv *a);
 
+/* Make room for element n (0-based) in the array *pv of elements of size elem, capacity *cap:
+ * doubles the capacity (from 16) when it is full. pv is the address of the array pointer.
+ * Returns 0 or CF_ENOMEM (the array is unchanged). */
+int cf_array_grow(void *pv, size_t *cap, size_t n, size_t elem);
+
 /* Keep the last max bytes of a stream in tail (holding *len): append p[0..n), dropping the
  * oldest bytes beyond max. */
 void cf_tail_keep(char *tail, size_t *len, size_t max, const void *p, size_t n);

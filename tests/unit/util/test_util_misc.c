@@ -1,11 +1,12 @@
 /*
  * test_util_misc.c - small util helpers shared by the sources: the stream tail window
- * (cf_tail_keep) and argv vectors (cf_argv).
+ * (cf_tail_keep), argv vectors (cf_argv) and array growth (cf_array_grow).
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -55,11 +56,34 @@ static void test_argv(void **state)
     assert_null(a.v);
 }
 
+static void test_array_grow(void **state)
+{
+    (void)state;
+    uint64_t *v = NULL;
+    size_t cap = 0;
+    for (size_t i = 0; i < 1000; i++) {
+        assert_int_equal(cf_array_grow(&v, &cap, i, sizeof(*v)), 0);
+        assert_true(cap > i);
+        v[i] = i * 3;
+    }
+    for (size_t i = 0; i < 1000; i++)
+        assert_int_equal(v[i], i * 3); /* kept across every reallocation */
+    size_t before = cap;
+    assert_int_equal(cf_array_grow(&v, &cap, 10, sizeof(*v)), 0); /* room already */
+    assert_int_equal(cap, before);
+    /* a size that cannot be allocated leaves the array as it was */
+    assert_int_equal(cf_array_grow(&v, &cap, SIZE_MAX / 4, sizeof(*v)), CF_ENOMEM);
+    assert_int_equal(cap, before);
+    assert_int_equal(v[999], 999 * 3);
+    free(v);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tail_keep),
         cmocka_unit_test(test_argv),
+        cmocka_unit_test(test_array_grow),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

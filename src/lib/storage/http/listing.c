@@ -11,14 +11,8 @@
 
 static int add_item(cf_list_page *p, const char *rel, uint64_t size)
 {
-    if (p->n == p->cap) {
-        size_t ncap = p->cap ? p->cap * 2 : 256;
-        cf_list_item *v = cf_realloc(p->items, ncap * sizeof(*v));
-        if (!v)
-            return CF_ENOMEM;
-        p->items = v;
-        p->cap = ncap;
-    }
+    if (cf_array_grow(&p->items, &p->cap, p->n, sizeof(*p->items)))
+        return CF_ENOMEM;
     if (!(p->items[p->n].name = cf_strdup(rel)))
         return CF_ENOMEM;
     p->items[p->n].size = size;
