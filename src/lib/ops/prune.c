@@ -134,14 +134,8 @@ static int list_index(const char *name, uint64_t size, void *payload)
 {
     (void)size;
     pctx *c = payload;
-    if (c->nindex == c->index_cap) {
-        size_t ncap = c->index_cap ? c->index_cap * 2 : 16;
-        char **p = cf_realloc(c->index_names, ncap * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        c->index_names = p;
-        c->index_cap = ncap;
-    }
+    if (cf_array_grow(&c->index_names, &c->index_cap, c->nindex, sizeof(*c->index_names)))
+        return CF_ENOMEM;
     if (!(c->index_names[c->nindex] = cf_strdup(name)))
         return CF_ENOMEM;
     c->nindex++;

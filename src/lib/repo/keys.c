@@ -269,14 +269,8 @@ static int collect_name(const char *name, uint64_t size, void *payload)
 {
     (void)size;
     name_list *l = payload;
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 8;
-        char **p = cf_realloc(l->names, ncap * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        l->names = p;
-        l->cap = ncap;
-    }
+    if (cf_array_grow(&l->names, &l->cap, l->n, sizeof(*l->names)))
+        return CF_ENOMEM;
     if (!(l->names[l->n] = cf_strdup(name)))
         return CF_ENOMEM;
     l->n++;

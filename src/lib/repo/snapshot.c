@@ -243,14 +243,8 @@ static int collect(const char *name, uint64_t size, void *payload)
     base = base ? base + 1 : name;
     if (strlen(base) != 64)
         return 0;
-    if (l->n == l->cap) {
-        size_t ncap = l->cap ? l->cap * 2 : 32;
-        char **p = cf_realloc(l->names, ncap * sizeof(*p));
-        if (!p)
-            return CF_ENOMEM;
-        l->names = p;
-        l->cap = ncap;
-    }
+    if (cf_array_grow(&l->names, &l->cap, l->n, sizeof(*l->names)))
+        return CF_ENOMEM;
     if (!(l->names[l->n] = cf_strdup(base)))
         return CF_ENOMEM;
     l->n++;
