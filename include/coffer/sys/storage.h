@@ -75,10 +75,11 @@ typedef struct cf_storage_ops {
      * success the temporary file is gone. */
     int (*put_file)(void *self, const char *name, const char *tmp_path, int fd, unsigned flags);
     /* Optional: remove temporary files left by writers that were killed. Only called while
-     * the caller holds the repository's exclusive lock (no backup is running); lock takers and
-     * archive pushes write without that lock, so their temporaries must be spared unless they
-     * are clearly abandoned. */
-    int (*purge_tmp)(void *self, uint64_t *out_removed, uint64_t *out_bytes);
+     * the caller holds the repository's exclusive lock. unlocked (NULL-terminated) names the
+     * top-level folders written without that lock: there a temporary may belong to a live
+     * writer on another host, so it is spared unless clearly abandoned. */
+    int (*purge_tmp)(void *self, const char *const *unlocked, uint64_t *out_removed,
+                     uint64_t *out_bytes);
 } cf_storage_ops;
 
 /* An open storage location: a driver and its state. */
@@ -111,8 +112,10 @@ int cf_storage_stat(cf_storage *st, const char *name, uint64_t *out_size);
 int cf_storage_list(cf_storage *st, const char *prefix, cf_storage_list_cb cb, void *payload);
 int cf_storage_remove(cf_storage *st, const char *name);
 int cf_storage_space(cf_storage *st, uint64_t *out_free);
-/* Remove temporary files of killed writers (no-op for drivers without any). */
-int cf_storage_purge_tmp(cf_storage *st, uint64_t *out_removed, uint64_t *out_bytes);
+/* Remove temporary files of killed writers (no-op for drivers without any); unlocked: see
+ * purge_tmp. */
+int cf_storage_purge_tmp(cf_storage *st, const char *const *unlocked, uint64_t *out_removed,
+                         uint64_t *out_bytes);
 /* The spool directory of drivers that have one (CF_EUNSUPPORTED otherwise). */
 int cf_storage_spool_dir(cf_storage *st, char *out, size_t out_size);
 int cf_storage_put_file(cf_storage *st, const char *name, const char *tmp_path, int fd,

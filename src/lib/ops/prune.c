@@ -240,11 +240,12 @@ int cf_ops__prune(cf_repo *r, const cf_prune_opts *o, cf_prune_stats *out, bool 
     if (rc)
         goto out;
     /* under the exclusive lock no backup runs: temporary files are leftovers of killed writers
-     * (the driver spares those of live processes and of lock takers and archive pushes, which
-     * write without the lock) */
+     * (the driver spares those of live processes, and in the folders of lock takers and
+     * archive pushes, which write without the lock, those of other hosts until abandoned) */
     if (!o->dry_run) {
+        static const char *const unlocked[] = {"locks", "archive", NULL};
         uint64_t nt = 0, bt = 0;
-        if ((rc = cf_storage_purge_tmp(r->st, &nt, &bt)))
+        if ((rc = cf_storage_purge_tmp(r->st, unlocked, &nt, &bt)))
             goto out;
         if (nt)
             msg(&c, "removed %llu temporary files (%.1f MiB) left by interrupted writers",

@@ -304,14 +304,15 @@ int cf_storage_remove(cf_storage *st, const char *name)
     return st->ops->remove(st->self, name);
 }
 
-int cf_storage_purge_tmp(cf_storage *st, uint64_t *out_removed, uint64_t *out_bytes)
+int cf_storage_purge_tmp(cf_storage *st, const char *const *unlocked, uint64_t *out_removed,
+                         uint64_t *out_bytes)
 {
     CHECK_HANDLE(st);
     *out_removed = 0;
     *out_bytes = 0;
     if (!st->ops->purge_tmp)
         return 0;
-    return st->ops->purge_tmp(st->self, out_removed, out_bytes);
+    return st->ops->purge_tmp(st->self, unlocked, out_removed, out_bytes);
 }
 
 int cf_storage_spool_dir(cf_storage *st, char *out, size_t out_size)

@@ -396,9 +396,9 @@ out:
     return rc;
 }
 
-/* Writers that publish without holding the repository lock: lock acquisition (locks/) and
- * archive pushes such as wal-push (archive/). Their temporaries may belong to a live process on
- * another host, so unless they name this host they are only removed once they are this old. */
+/* In folders written without the repository lock (purge_tmp's unlocked), a temporary may
+ * belong to a live process on another host: unless it names this host it is only removed once
+ * it is this old. */
 #define UNLOCKED_TMP_AGE (60 * 60)
 
 /* This host, as 8 hex digits in temporary names (".tmp-PID-hXXXXXXXX-..."), so that a purge
@@ -447,7 +447,8 @@ static bool tmp_in_use(const char *name, bool unlocked, time_t age)
 }
 
 /* Remove ".tmp-*" files below dfd (recursively, bounded depth) that no live writer owns. */
-static void purge_dir(int dfd, int depth, bool unlocked, uint64_t *removed, uint64_t *bytes)
+static void purge_dir(int dfd, int depth, bool unlocked, const char *const *unlocked_dirs,
+                      uint64_t *removed, uint64_t *bytes)
 {
     if (depth > LIST_MAX_DEPTH)
         return;
@@ -469,9 +470,10 @@ static void purge_dir(int dfd, int depth, bool unlocked, uint64_t *removed, uint
         if (S_ISDIR(st.st_mode)) {
             int sub = openat(dfd, de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
             if (sub >= 0) {
-                bool unl = unlocked || (depth == 0 && (strcmp(de->d_name, "locks") == 0 ||
-                                                       strcmp(de->d_name, "archive") == 0));
-                purge_dir(sub, depth + 1, unl, removed, bytes);
+                bool unl = unlocked;
+                for (size_t i = 0; depth == 0 && unlocked_dirs && unlocked_dirs[i]; i++)
+                    unl = unl || strcmp(de->d_name, unlocked_dirs[i]) == 0;
+                purge_dir(sub, depth + 1, unl, unlocked_dirs, removed, bytes);
                 close(sub);
             }
         } else if (S_ISREG(st.st_mode) &&
@@ -485,10 +487,11 @@ static void purge_dir(int dfd, int depth, bool unlocked, uint64_t *removed, uint
     closedir(d);
 }
 
-static int local_purge_tmp(void *self, uint64_t *out_removed, uint64_t *out_bytes)
+static int local_purge_tmp(void *self, const char *const *unlocked, uint64_t *out_removed,
+                           uint64_t *out_bytes)
 {
     local *l = self;
-    purge_dir(l->fd, 0, false, out_removed, out_bytes);
+    purge_dir(l->fd, 0, false, unlocked, out_removed, out_bytes);
     return 0;
 }
 
