@@ -34,9 +34,8 @@ typedef struct {
 } pending_link;
 
 typedef struct fjob {
-    int fd;       /* the file, written by a worker; -1: the worker creates it as tmp */
-    int dirfd;    /* its directory, to remove it on failure */
-    char tmp[64]; /* the name it is written under, renamed to its own once complete */
+    int dirfd;    /* its directory */
+    char tmp[64]; /* the name the worker writes it under, renamed to its own once complete */
     cf_node node; /* a copy: the tree it came from is freed before the job runs */
     char *path;   /* for messages */
 } fjob;
@@ -285,22 +284,15 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
 {
     const cf_node *n = &j->node;
     const char *path = j->path;
-    if (j->fd < 0) {
-        /* created here rather than by the walk: creating files is much of a restore's system
-         * time, and this way the workers share it */
-        snprintf(j->tmp, sizeof(j->tmp), ".coffer-restore-%ld-%lu", (long)getpid(),
-                 atomic_fetch_add(&tmp_counter, 1));
-        j->fd = openat(j->dirfd, j->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                       0600);
-        if (j->fd < 0) {
-            j->tmp[0] = '\0';
-            rreport(c, path, "unable to create: %s", strerror(errno));
-            return;
-        }
+    /* created here rather than by the walk: creating files is much of a restore's system
+     * time, and this way the workers share it */
+    snprintf(j->tmp, sizeof(j->tmp), ".coffer-restore-%ld-%lu", (long)getpid(),
+             atomic_fetch_add(&tmp_counter, 1));
+    int fd = openat(j->dirfd, j->tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rreport(c, path, "unable to create: %s", strerror(errno));
+        return;
     }
-    /* the name being written: the temporary one, or one created by the walk */
-    const char *wname = j->tmp[0] ? j->tmp : n->name;
-    int fd = j->fd;
     uint64_t off = 0;
     bool failed = false;
     for (uint32_t i = 0; i < n->ncontent && !failed; i++) {
@@ -371,18 +363,14 @@ static void fill_file(rctx *c, cf_buf *blob, cf_pack_window *win, fjob *j)
         failed = true;
     }
     if (failed) {
-        /* never leave a file that looks complete but is not (also empties other links) */
-        if (ftruncate(fd, 0) != 0) {
-            /* removed below anyway */
-        }
         close(fd);
-        unlinkat(j->dirfd, wname, 0);
+        unlinkat(j->dirfd, j->tmp, 0); /* never under its own name: nothing half-written shows */
         return;
     }
     apply_meta_fd(c, fd, n, path);
     close(fd);
     /* complete: now it takes its name (replacing the file there with --overwrite) */
-    if (j->tmp[0] && renameat(j->dirfd, j->tmp, j->dirfd, n->name) != 0) {
+    if (renameat(j->dirfd, j->tmp, j->dirfd, n->name) != 0) {
         rreport(c, path, "unable to rename the restored file into place: %s", strerror(errno));
         unlinkat(j->dirfd, j->tmp, 0);
         return;
@@ -429,14 +417,8 @@ static void *restore_worker(void *arg)
         bool skip = c->fatal != 0;
         pthread_cond_signal(&c->not_full);
         pthread_mutex_unlock(&c->mu);
-        if (skip) {
-            if (j.fd >= 0) {
-                close(j.fd);
-                unlinkat(j.dirfd, j.node.name, 0);
-            }
-        } else {
+        if (!skip)
             fill_file(c, &blob, &c->win, &j);
-        }
         job_free(&j);
         pthread_mutex_lock(&c->mu);
         c->busy--;
@@ -448,19 +430,14 @@ static void *restore_worker(void *arg)
     return NULL;
 }
 
-/* Hand a created file to the workers (or fill it here when there are none). */
-static int submit_file(rctx *c, int fd, int dirfd, const cf_node *n, const char *path)
+/* Hand a file to the workers, which create and fill it (or do so here when there are none). */
+static int submit_file(rctx *c, int dirfd, const cf_node *n, const char *path)
 {
     fjob j;
     memset(&j, 0, sizeof(j));
-    j.fd = fd;
     j.dirfd = dup(dirfd);
     j.path = cf_strdup(path);
     if (j.dirfd < 0 || !j.path || cf_node__copy(&j.node, n)) {
-        if (fd >= 0) {
-            close(fd);
-            unlinkat(dirfd, n->name, 0);
-        }
         job_free(&j);
         return cf_error_set(CF_ENOMEM, errno, "unable to queue '%s'", path);
     }
@@ -514,7 +491,7 @@ static int restore_file(rctx *c, int dirfd, const cf_node *n, const char *rel, c
         c->links[c->nlinks].inode = n->inode;
         c->nlinks++;
     }
-    return submit_file(c, -1, dirfd, n, path); /* the worker creates it */
+    return submit_file(c, dirfd, n, path);
 }
 
 /* Make the further names of hard-linked files, once the workers have written the first ones:
