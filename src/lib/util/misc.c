@@ -118,7 +118,7 @@ void cf_hex_encode(char *out, const uint8_t *in, size_t len)
     out[2 * len] = '\0';
 }
 
-static int hexval(char c)
+int cf_hex_digit(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -132,8 +132,8 @@ static int hexval(char c)
 int cf_hex_decode(uint8_t *out, size_t len, const char *hex)
 {
     for (size_t i = 0; i < len; i++) {
-        int hi = hexval(hex[2 * i]);
-        int lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+        int hi = cf_hex_digit(hex[2 * i]);
+        int lo = hi < 0 ? -1 : cf_hex_digit(hex[2 * i + 1]);
         if (hi < 0 || lo < 0)
             return cf_error_set(CF_EINVAL, 0, "invalid hex string");
         out[i] = (uint8_t)(hi << 4 | lo);

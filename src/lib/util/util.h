@@ -75,6 +75,8 @@ static inline uint64_t cf_le64_get(const uint8_t *p)
 /* ---- hex ---- */
 /* Writes 2*len hex chars plus NUL into out (size >= 2*len+1). */
 void cf_hex_encode(char *out, const uint8_t *in, size_t len);
+/* The value of one hex digit (either case), or -1. */
+int cf_hex_digit(char c);
 /* Decodes exactly 2*len hex chars; returns 0 or CF_EINVAL. */
 int cf_hex_decode(uint8_t *out, size_t len, const char *hex);
 

@@ -609,24 +609,13 @@ static int az_remove(void *self, const char *name)
 
 /* ---- list ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Names that are not valid XML are listed percent-encoded with <Name Encoded="true">. */
 static int decode_name(char *s)
 {
     size_t k = 0;
     for (size_t i = 0; s[i]; i++) {
         if (s[i] == '%') {
-            int hi = hexval(s[i + 1]), lo = hi >= 0 ? hexval(s[i + 2]) : -1;
+            int hi = cf_hex_digit(s[i + 1]), lo = hi >= 0 ? cf_hex_digit(s[i + 2]) : -1;
             if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
             s[k++] = (char)(hi * 16 + lo);
@@ -649,8 +638,7 @@ static bool name_encoded(const char *inner, size_t inner_len)
     return false;
 }
 
-/* cf_list_page's fix_name: decode a name the listing gave percent-encoded. */
-static int fix_name(char *name, const char *inner, size_t inner_len)
+int cf_azure_list_name(char *name, const char *inner, size_t inner_len)
 {
     return name_encoded(inner, inner_len) && decode_name(name) < 0 ? -1 : 0;
 }
@@ -686,7 +674,7 @@ static int az_list(void *self, const char *prefix, cf_storage_list_cb cb, void *
     cf_list_page page = {.prefix = a->loc.prefix,
                          .name_path = "Name",
                          .size_path = "Properties/Content-Length",
-                         .fix_name = fix_name};
+                         .fix_name = cf_azure_list_name};
     cf_http_response resp;
     cf_http_response_init(&resp);
     if (!full)

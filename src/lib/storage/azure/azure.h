@@ -85,4 +85,8 @@ void cf_azure_date(char out[30], long long t);
  * racing uploads of one blob never commit each other's blocks. */
 void cf_azure_block_id(char out[33], uint64_t nonce, size_t index);
 
+/* cf_list_page's fix_name for List Blobs: a name given <Name Encoded="true"> (not valid XML)
+ * is percent-decoded in place. 0, or -1 for a malformed or NUL-carrying encoding. */
+int cf_azure_list_name(char *name, const char *inner, size_t inner_len);
+
 #endif

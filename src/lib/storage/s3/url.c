@@ -116,17 +116,6 @@ static int make_prefix(char **out, const char *p, size_t n)
     return 0;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decode an option value; only characters safe in header values survive. */
 static int decode_value(char **out, const char *s, size_t n)
 {
@@ -137,8 +126,8 @@ static int decode_value(char **out, const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (c == '%') {
-            int hi = i + 1 < n ? hexval(s[i + 1]) : -1;
-            int lo = i + 2 < n ? hexval(s[i + 2]) : -1;
+            int hi = i + 1 < n ? cf_hex_digit(s[i + 1]) : -1;
+            int lo = i + 2 < n ? cf_hex_digit(s[i + 2]) : -1;
             if (hi < 0 || lo < 0) {
                 free(o);
                 return bad("an option value has a malformed %-escape");
